@@ -1,0 +1,87 @@
+"""The peewee models: rules, their routes, named destinations, the audit trail and the schema version.
+
+Table names are fixed (``dynroute_*``) so the plain SQL in ``db/`` and a CRM writing
+straight into the tables see the same schema as the code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee as pw
+
+database = pw.DatabaseProxy()
+
+MATCH_MODES = ("exact", "prefix")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, the one time zone every backend stores the same way."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+
+
+class Destination(BaseModel):
+    name = pw.CharField(max_length=64, unique=True)
+    transfer = pw.CharField(max_length=255)
+
+    class Meta:
+        table_name = "dynroute_destination"
+
+
+class Rule(BaseModel):
+    name = pw.CharField(max_length=100, unique=True)
+    source = pw.CharField(max_length=100, index=True)
+    digits_match = pw.SmallIntegerField()
+    match_destination = pw.CharField(max_length=255, default="dynamic")
+    no_match_destination = pw.CharField(max_length=255)
+    delete_after_use = pw.BooleanField(default=False)
+    enabled = pw.BooleanField(default=True)
+    match_mode = pw.CharField(max_length=10, default="exact")
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dynroute_rule"
+
+
+class Route(BaseModel):
+    # index=False: the unique (rule, caller_key) index below serves the foreign key too.
+    rule = pw.ForeignKeyField(Rule, backref="routes", on_delete="CASCADE", index=False)
+    caller_key = pw.CharField(max_length=20)
+    # Database-side defaults too, so a CRM inserting rows directly need not name these columns.
+    destination = pw.CharField(max_length=255, default="", constraints=[pw.SQL("DEFAULT ''")])
+    notes = pw.CharField(max_length=255, default="", constraints=[pw.SQL("DEFAULT ''")])
+    expires_at = pw.DateTimeField(null=True)
+    use_count = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
+    last_used = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "dynroute_route"
+        indexes = ((("rule", "caller_key"), True),)
+
+
+class Audit(BaseModel):
+    at = pw.DateTimeField(default=utcnow, index=True)
+    rule_name = pw.CharField(max_length=100)
+    caller_key = pw.CharField(max_length=20, default="")
+    destination = pw.CharField(max_length=255, default="")
+    result = pw.CharField(max_length=10)
+    call_uuid = pw.CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "dynroute_audit"
+
+
+class SchemaVersion(BaseModel):
+    version = pw.IntegerField()
+
+    class Meta:
+        table_name = "dynroute_schema"
+
+
+MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, SchemaVersion)

@@ -1,0 +1,108 @@
+"""The routes store: the one small interface the call path uses to read and consume routes.
+
+:class:`SQLStore` answers every question with a query through peewee; the server wraps
+its calls in a thread and a deadline, so a slow or locked database costs a call its
+deadline, never the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+import peewee as pw
+
+from fs_dynroute.decision import Decision, RouteView, RuleView
+from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve
+from fs_dynroute.models import Audit, Destination, Route, Rule, database, utcnow
+
+
+class Store(Protocol):
+    """What the call path needs from storage, and nothing more."""
+
+    def rule_for(self, *, name: str | None = None, source: str | None = None) -> RuleView | None:
+        """The rule named ``name``, else the rule serving ``source`` (an enabled one first)."""
+
+    def lookup(self, rule: RuleView, key: str) -> RouteView | None:
+        """The route for ``key``: the exact key, or in prefix mode the longest stored prefix of it."""
+
+    def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> bool:
+        """Delete the matched route if it is still there; True only for the caller whose delete removed it."""
+
+    def record(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> None:
+        """Count a use of the matched route and write the audit row for a decision."""
+
+
+def rule_view(rule: Rule, names: dict[str, str], default_context: str) -> RuleView:
+    """A Rule row as the call path sees it; raises DestinationError if its destinations are unusable."""
+    match = None if rule.match_destination == DYNAMIC else resolve(rule.match_destination, names, default_context)
+    return RuleView(
+        id=rule.id, name=rule.name, source=rule.source, digits_match=rule.digits_match,
+        no_match_target=resolve(rule.no_match_destination, names, default_context),
+        match_target=match, delete_after_use=bool(rule.delete_after_use), enabled=bool(rule.enabled),
+        prefix=rule.match_mode == "prefix")
+
+
+def route_target(destination: str, names: dict[str, str], default_context: str) -> str | None:
+    """The transfer argument of a route's destination, or None if it is empty or unusable."""
+    try:
+        return resolve(destination, names, default_context) if destination else None
+    except DestinationError:
+        return None
+
+
+def key_candidates(key: str, prefix: bool) -> list[str]:
+    """The stored keys that can match ``key``: itself, or in prefix mode all its prefixes, longest first."""
+    return [key[:n] for n in range(len(key), 0, -1)] if prefix else [key]
+
+
+class SQLStore:
+    """The store backed directly by the database (used by the CLI and as the server's source of truth)."""
+
+    def __init__(self, db: pw.Database, default_context: str = "default") -> None:
+        # The models go through one process-wide proxy; peewee's bind_ctx swaps bindings globally
+        # and is not safe with several threads in the store at once.
+        database.initialize(db)
+        self.db = db
+        self.default_context = default_context
+
+    def names(self) -> dict[str, str]:
+        return {d.name: d.transfer for d in Destination.select()}
+
+    def rule_for(self, *, name: str | None = None, source: str | None = None) -> RuleView | None:
+        query = Rule.select()
+        query = query.where(Rule.name == name) if name else query.where(Rule.source == source)
+        row = query.order_by(Rule.enabled.desc(), Rule.id).first()
+        return rule_view(row, self.names(), self.default_context) if row else None
+
+    def lookup(self, rule: RuleView, key: str) -> RouteView | None:
+        candidates = key_candidates(key, rule.prefix)
+        rows = list(Route.select(Route.id, Route.caller_key, Route.destination, Route.expires_at, Route.notes)
+                    .where((Route.rule == rule.id) & Route.caller_key.in_(candidates)
+                           & (Route.expires_at.is_null() | (Route.expires_at > utcnow()))))
+        if not rows:
+            return None
+        best = max(rows, key=lambda r: len(r.caller_key))
+        return RouteView(best.id, best.caller_key, route_target(best.destination, self.names(), self.default_context),
+                         best.expires_at, best.notes)
+
+    def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> bool:
+        assert decision.route is not None
+        with self.db.atomic():
+            removed = Route.delete().where(Route.id == decision.route.id).execute() == 1
+            if removed:
+                _audit(rule, decision, "consumed", call_uuid)
+        return removed
+
+    def record(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> None:
+        with self.db.atomic():
+            if decision.route is not None and decision.result.value == "match":
+                (Route.update(use_count=Route.use_count + 1, last_used=utcnow())
+                 .where(Route.id == decision.route.id).execute())
+            _audit(rule, decision, decision.result.value, call_uuid)
+
+
+def _audit(rule: RuleView, decision: Decision, result: str, call_uuid: str | None,
+           at: dt.datetime | None = None) -> None:
+    Audit.create(at=at or utcnow(), rule_name=rule.name, caller_key=decision.key or "",
+                 destination=decision.destination, result=result, call_uuid=call_uuid)

@@ -1,0 +1,67 @@
+"""The schema: initdb is idempotent, and db/*.sql creates exactly what the models create, on each backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from fs_dynroute import demo
+from fs_dynroute.database import backend_of, open_database
+from fs_dynroute.models import MODELS, Destination, Route, Rule, database
+from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
+from tests.backends import fresh_database
+
+DB_DIR = Path(__file__).resolve().parents[1] / "db"
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "mysql", "postgresql"])
+def test_db_sql_files_are_what_the_models_create(dialect: str) -> None:
+    assert (DB_DIR / f"schema.{dialect}.sql").read_text() == schema_sql(dialect)
+
+
+def run_script(db: pw.Database, path: Path) -> None:
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("--")]
+    for statement in "\n".join(lines).split(";\n"):
+        if statement.strip():
+            db.execute_sql(statement)
+
+
+def columns(db: pw.Database) -> dict[str, list[tuple[str, str, bool]]]:
+    return {m._meta.table_name: sorted((c.name, c.data_type.lower(), c.null)
+                                       for c in db.get_columns(m._meta.table_name)) for m in MODELS}
+
+
+def indexes(db: pw.Database) -> dict[str, list[tuple[str, tuple[str, ...], bool]]]:
+    return {m._meta.table_name: sorted((i.name, tuple(i.columns), i.unique)
+                                       for i in db.get_indexes(m._meta.table_name)) for m in MODELS}
+
+
+def snapshot() -> tuple[list, list, list]:
+    return ([(d.name, d.transfer) for d in Destination.select().order_by(Destination.name)],
+            [(r.name, r.source, r.digits_match, r.match_destination, r.no_match_destination,
+              bool(r.delete_after_use), bool(r.enabled), r.match_mode) for r in Rule.select()],
+            [(r.caller_key, r.destination, r.notes, r.use_count) for r in Route.select().order_by(Route.caller_key)])
+
+
+def test_sql_file_and_initdb_build_the_same_database(db_url: str, tmp_path: Path) -> None:
+    backend = backend_of(db_url)
+    by_models = open_database(db_url)
+    database.initialize(by_models)
+    assert initdb(by_models) == (None, CURRENT_VERSION)
+    assert initdb(by_models) == (CURRENT_VERSION, CURRENT_VERSION)  # idempotent
+    demo.load()
+    assert demo.load() is False  # never twice
+    expected = (columns(by_models), indexes(by_models), snapshot())
+    by_models.close()
+
+    with fresh_database(backend, tmp_path / "by_sql") as other_url:
+        by_sql = open_database(other_url)
+        database.initialize(by_sql)
+        run_script(by_sql, DB_DIR / f"schema.{backend}.sql")
+        run_script(by_sql, DB_DIR / "demo.sql")
+        assert stored_version(by_sql) == CURRENT_VERSION
+        assert initdb(by_sql) == (CURRENT_VERSION, CURRENT_VERSION)
+        assert (columns(by_sql), indexes(by_sql), snapshot()) == expected
+        by_sql.close()
