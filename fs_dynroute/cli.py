@@ -159,6 +159,39 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fs_dynroute.server import DynrouteServer, StoreRouter  # gevent only where it serves
+
+    db = open_database(args.db, pooled=True, max_connections=args.db_threads + 2,
+                       busy_timeout=args.decision_timeout)
+    store = SQLStore(db, args.default_context)
+    server = DynrouteServer(StoreRouter(store), listen=args.listen, max_sessions=args.max_sessions,
+                            decision_timeout=args.decision_timeout, db_threads=args.db_threads)
+    server.serve_until_signalled()
+    return 0
+
+
+def cmd_dialplan(args: argparse.Namespace) -> int:
+    from fs_dynroute.dialplan import parse_servers, render
+
+    try:
+        servers = parse_servers(args.server)
+    except ValueError as exc:
+        raise admin.UserError(str(exc)) from None
+    with opened(args, write=False) as db:
+        store = SQLStore(db, args.default_context)
+        rules = [store.rule_for(name=r.name) for r in Rule.select().where(Rule.enabled).order_by(Rule.source)]
+    sys.stdout.write(render(rules, servers, args.context))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help="database URL, e.g. sqlite:///routes.db, mysql://user@host/db, "
@@ -245,6 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--source", help="the number the call arrives on")
     target.add_argument("--rule", help="the rule name (as the dynroute_rule channel variable picks it)")
     p.set_defaults(func=cmd_lookup)
+    p = sub.add_parser("serve", parents=[common], help="run the outbound socket server FreeSWITCH connects to")
+    p.add_argument("--listen", type=_listen, default="127.0.0.1:8084", help="host:port (default 127.0.0.1:8084)")
+    p.add_argument("--max-sessions", type=int, default=1000, help="calls served at once; more are sent "
+                   "straight to the dialplan default (default 1000)")
+    p.add_argument("--decision-timeout", type=float, default=1.0, help="hard deadline per call in seconds, "
+                   "after which the call takes the No Match Destination (default 1.0)")
+    p.add_argument("--db-threads", type=int, default=8, help="threads for database calls (default 8)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("dialplan", parents=[common], help="print the FreeSWITCH dialplan for the enabled rules")
+    p.add_argument("--server", default="127.0.0.1:8084", help="fs-dynroute server(s), host:port[,host:port...]; "
+                   "FreeSWITCH tries them in order (default 127.0.0.1:8084)")
+    p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
+    p.set_defaults(func=cmd_dialplan)
     return parser
 
 

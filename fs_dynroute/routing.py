@@ -29,13 +29,13 @@ def find(store: Store, rule: RuleView, caller_id: str | None) -> Lookup:
 
 
 def route_call(store: Store, rule: RuleView, caller_id: str | None, call_uuid: str | None = None,
-               *, dry_run: bool = False) -> Decision:
+               *, dry_run: bool = False, deadline: float | None = None) -> Decision:
     """The decision for one call; unless ``dry_run``, consumes a Delete After Use route and audits."""
     decision = decide(rule, caller_id, find(store, rule, caller_id), utcnow())
     if dry_run:
         return decision
     if decision.result is Result.MATCH and rule.delete_after_use:
-        return _consume(store, rule, decision, call_uuid)
+        return _consume(store, rule, decision, call_uuid, deadline)
     if decision.result in (Result.MATCH, Result.ERROR):
         try:
             store.record(rule, decision, call_uuid)
@@ -44,10 +44,11 @@ def route_call(store: Store, rule: RuleView, caller_id: str | None, call_uuid: s
     return decision
 
 
-def _consume(store: Store, rule: RuleView, decision: Decision, call_uuid: str | None) -> Decision:
-    """Delete After Use: the route is the caller's only if this caller's delete removed it."""
+def _consume(store: Store, rule: RuleView, decision: Decision, call_uuid: str | None,
+             deadline: float | None) -> Decision:
+    """Delete After Use: the route is the caller's only if this caller's delete removed it in time."""
     try:
-        if store.consume(rule, decision, call_uuid):
+        if store.consume(rule, decision, call_uuid, deadline):
             return decision
         reason = "route already used by another call"
         result = Result.NOMATCH

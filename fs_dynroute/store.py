@@ -8,13 +8,24 @@ deadline, never the event loop.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Protocol
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import peewee as pw
 
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve
 from fs_dynroute.models import Audit, Destination, Route, Rule, database, utcnow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DeadlineExceeded(Exception):
+    """The call's deadline passed before the store finished; nothing was changed."""
 
 
 class Store(Protocol):
@@ -26,8 +37,13 @@ class Store(Protocol):
     def lookup(self, rule: RuleView, key: str) -> RouteView | None:
         """The route for ``key``: the exact key, or in prefix mode the longest stored prefix of it."""
 
-    def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> bool:
-        """Delete the matched route if it is still there; True only for the caller whose delete removed it."""
+    def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None,
+                deadline: float | None = None) -> bool:
+        """Delete the matched route if it is still there; True only for the caller whose delete removed it.
+
+        Past ``deadline`` (time.monotonic()) the delete is rolled back and DeadlineExceeded raised: the
+        caller has already gone to No Match, so the record must stay for the next call.
+        """
 
     def record(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> None:
         """Count a use of the matched route and write the audit row for a decision."""
@@ -56,6 +72,25 @@ def key_candidates(key: str, prefix: bool) -> list[str]:
     return [key[:n] for n in range(len(key), 0, -1)] if prefix else [key]
 
 
+def _healing(method: Callable[..., T]) -> Callable[..., T]:
+    """On a database error, drop this thread's connection so the next call gets a fresh one from the pool.
+
+    That is how a call after a database restart, or after the server killed our connection, is routed
+    correctly without restarting fs_dynroute.
+    """
+    @functools.wraps(method)
+    def wrapper(self: SQLStore, *args: object, **kwargs: object) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except pw.PeeweeException:
+            try:
+                self.db.close()
+            except pw.PeeweeException as exc:
+                log.debug("closing a failed connection: %s", exc)
+            raise
+    return wrapper
+
+
 class SQLStore:
     """The store backed directly by the database (used by the CLI and as the server's source of truth)."""
 
@@ -69,12 +104,14 @@ class SQLStore:
     def names(self) -> dict[str, str]:
         return {d.name: d.transfer for d in Destination.select()}
 
+    @_healing
     def rule_for(self, *, name: str | None = None, source: str | None = None) -> RuleView | None:
         query = Rule.select()
         query = query.where(Rule.name == name) if name else query.where(Rule.source == source)
         row = query.order_by(Rule.enabled.desc(), Rule.id).first()
         return rule_view(row, self.names(), self.default_context) if row else None
 
+    @_healing
     def lookup(self, rule: RuleView, key: str) -> RouteView | None:
         candidates = key_candidates(key, rule.prefix)
         rows = list(Route.select(Route.id, Route.caller_key, Route.destination, Route.expires_at, Route.notes)
@@ -86,14 +123,19 @@ class SQLStore:
         return RouteView(best.id, best.caller_key, route_target(best.destination, self.names(), self.default_context),
                          best.expires_at, best.notes)
 
-    def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> bool:
+    @_healing
+    def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None,
+                deadline: float | None = None) -> bool:
         assert decision.route is not None
         with self.db.atomic():
             removed = Route.delete().where(Route.id == decision.route.id).execute() == 1
             if removed:
                 _audit(rule, decision, "consumed", call_uuid)
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded("consumed after the call's deadline; rolled back")
         return removed
 
+    @_healing
     def record(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> None:
         with self.db.atomic():
             if decision.route is not None and decision.result.value == "match":

@@ -1,0 +1,130 @@
+"""One outbound-socket session: FreeSWITCH connects, we read the channel, decide, set the target, exit.
+
+Every way this can fail (the caller hangs up, the peer resets, the store is slow, our own bug)
+ends with the socket closed and nothing more sent, so the dialplan's default (the No Match
+Destination, set before ``socket``) stands. The whole session runs under one hard deadline:
+FreeSWITCH waits forever after ``connect``, so a stalled session would be a silent caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+from gevent import socket
+
+from fs_dynroute.decision import Decision, RuleView
+from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_command, exit_command, set_variable
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What the call path needs from FreeSWITCH's channel data (values already URL-decoded)."""
+
+    uuid: str
+    caller_id: str
+    destination_number: str
+    rule_name: str | None
+
+    @classmethod
+    def from_headers(cls, headers: dict[str, str]) -> Channel:
+        return cls(uuid=headers.get("Unique-ID", ""), caller_id=headers.get("Caller-Caller-ID-Number", ""),
+                   destination_number=headers.get("Caller-Destination-Number", ""),
+                   rule_name=headers.get("variable_dynroute_rule") or None)
+
+
+# (channel, monotonic deadline) -> (rule or None when no rule serves the call, its decision)
+Router = Callable[[Channel, float], "tuple[RuleView | None, Decision | None]"]
+Offload = Callable[..., "tuple[RuleView | None, Decision | None]"]
+
+
+class CallerGone(Exception):
+    """FreeSWITCH said the caller left (disconnect notice or EOF): nothing more to say."""
+
+
+class Refused(Exception):
+    """FreeSWITCH answered a command with something other than +OK."""
+
+
+class Conversation:
+    """Blocking request/reply over one socket with the sans-IO reader underneath."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = MessageReader()
+
+    def receive(self) -> Message:
+        while True:
+            message = self.reader.next_message()
+            if message is not None:
+                if message.content_type == "text/disconnect-notice":
+                    raise CallerGone("disconnect notice")
+                return message
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                raise CallerGone("EOF")
+            self.reader.feed(data)
+
+    def command(self, data: bytes) -> Message:
+        """Send one command and wait for its reply (never pipeline: FreeSWITCH drops pipelined SYNC commands)."""
+        self.sock.sendall(data)
+        reply = self.receive()
+        if not reply.headers.get("Reply-Text", "").startswith("+OK"):
+            raise Refused(reply.headers.get("Reply-Text", reply.content_type))
+        return reply
+
+
+def run_session(sock: socket.socket, router: Router, offload: Offload, timeout: float) -> str:
+    """Serve one call on ``sock`` (closing it); returns the outcome word logged for the call."""
+    started = time.monotonic()
+    channel: Channel | None = None
+    rule: RuleView | None = None
+    decision: Decision | None = None
+    outcome = "default"
+    try:
+        with gevent.Timeout(timeout):
+            talk = Conversation(sock)
+            sock.sendall(connect_command())
+            channel = Channel.from_headers(talk.receive().headers)
+            rule, decision = offload(router, channel, started + timeout)
+            if rule is None or decision is None:
+                outcome = "norule"
+            else:
+                talk.command(set_variable("dynroute_target", decision.destination))
+                outcome = "sent"
+                for name, value in (("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
+                                    ("dynroute_key", decision.key or "")):
+                    talk.command(set_variable(name, value))
+                talk.command(exit_command())
+                outcome = "done"
+    except gevent.Timeout:
+        outcome = "timeout" if outcome == "default" else outcome
+    except CallerGone:
+        outcome = "hangup"
+    except (Refused, ESLProtocolError, OSError, ValueError) as exc:
+        outcome = f"{type(exc).__name__}: {exc}" if outcome == "default" else outcome
+    except Exception:  # our own bug must still leave the caller at the dialplan's default
+        log.exception("session failed; the call falls back to the dialplan default")
+        outcome = "bug" if outcome == "default" else outcome
+    finally:
+        sock.close()
+    _log_call(channel, rule, decision, outcome, started)
+    return outcome
+
+
+def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str,
+              started: float) -> None:
+    """The one log line per call: who, which rule, the key, the result, where it went, how long."""
+    ms = (time.monotonic() - started) * 1000
+    reached = decision.destination if decision and outcome in ("sent", "done") else "(dialplan default)"
+    log.info("call uuid=%s caller=%s rule=%s key=%s result=%s dest=%s outcome=%s ms=%.2f",
+             channel.uuid if channel else "-", channel.caller_id if channel else "-",
+             rule.name if rule else "-", decision.key if decision and decision.key else "-",
+             decision.result.value if decision else "-", reached, outcome, ms)
