@@ -22,6 +22,7 @@ from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_co
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 65536
+_NOT_REPLIES = ("text/event-", "log/")
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,15 @@ class Conversation:
         self.reader = MessageReader()
 
     def receive(self) -> Message:
+        """The next reply; events (plain, JSON, XML) and log lines are skipped, never parsed or fatal."""
         while True:
             message = self.reader.next_message()
             if message is not None:
                 if message.content_type == "text/disconnect-notice":
                     raise CallerGone("disconnect notice")
-                return message
+                if not message.content_type.startswith(_NOT_REPLIES):
+                    return message
+                continue
             data = self.sock.recv(RECV_SIZE)
             if not data:
                 raise CallerGone("EOF")

@@ -1,0 +1,59 @@
+"""Loads the byte-exact FreeSWITCH captures (``.repr`` files) that the ESL tests and the fake switch replay.
+
+Each line of a capture is ``<<< +T b'...'`` (bytes FreeSWITCH sent in one recv()), ``>>> +T b'...'`` (bytes the
+recording server sent) or ``### +T note``. Set ``DYNROUTE_ESL_CAPTURES`` to read them from another directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+CAPTURE_DIR = Path(
+    os.environ.get("DYNROUTE_ESL_CAPTURES") or Path(__file__).resolve().parents[2] / "shared" / "esl"
+)
+
+RECEIVED = "<<<"  # FreeSWITCH -> server
+SENT = ">>>"  # server -> FreeSWITCH
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A capture path, relative to CAPTURE_DIR unless absolute (``"sync/S18.repr"``)."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else CAPTURE_DIR / candidate
+
+
+def load(path: str | os.PathLike[str]) -> list[tuple[str, float, bytes]]:
+    """Every wire line of a capture as (direction, seconds since accept, bytes), notes left out."""
+    records = []
+    for number, line in enumerate(resolve(path).read_text(encoding="ascii").splitlines(), 1):
+        if not line or line.startswith("###"):
+            continue
+        direction, stamp, literal = line.split(" ", 2)
+        data = ast.literal_eval(literal)
+        if direction not in (RECEIVED, SENT) or not isinstance(data, bytes):
+            raise ValueError(f"{path}:{number}: not a capture line: {line[:60]!r}")
+        records.append((direction, float(stamp), data))
+    return records
+
+
+def received(path: str | os.PathLike[str]) -> list[bytes]:
+    """The chunks FreeSWITCH sent, one per recv(), in order."""
+    return [data for direction, _, data in load(path) if direction == RECEIVED]
+
+
+def sent(path: str | os.PathLike[str]) -> list[bytes]:
+    """The chunks the recording server sent, one per send(), in order."""
+    return [data for direction, _, data in load(path) if direction == SENT]
+
+
+def notes(path: str | os.PathLike[str]) -> list[str]:
+    """The recording server's ``###`` notes (scenario, EOF, send errors), without the marker and timestamp."""
+    lines = resolve(path).read_text(encoding="ascii").splitlines()
+    return [line.split(" ", 2)[2] for line in lines if line.startswith("### ")]
+
+
+def names(*subdirs: str) -> list[str]:
+    """Sorted capture names such as ``"sync/S18.repr"`` in the given subdirectories."""
+    return sorted(f"{sub}/{p.name}" for sub in subdirs for p in (CAPTURE_DIR / sub).glob("*.repr"))
