@@ -39,7 +39,7 @@ def server(demo_db: str) -> Iterator[DynrouteServer]:
     with running_server(demo_db, decision_timeout=1.0) as srv:
         yield srv
     assert open_fds() <= sockets, "a session left a socket open"
-    assert live_greenlets() == greenlets, "a session left a greenlet running"
+    assert set(live_greenlets()) <= set(greenlets), "a session left a greenlet running"
 
 
 def generated_dialplan(server: DynrouteServer, source: str = "5550100") -> Dialplan:
