@@ -77,6 +77,21 @@ class Audit(BaseModel):
         table_name = "dynroute_audit"
 
 
+class Change(BaseModel):
+    """The change log, written by database triggers on every change to routes, rules and destinations.
+
+    Servers poll it to keep their in-memory index coherent, whoever wrote the change (the CLI,
+    another node consuming a Delete After Use record, a CRM writing straight into the tables).
+    ``caller_key`` NULL means the whole rule; ``rule_id`` NULL means the named destinations.
+    """
+
+    rule_id = pw.IntegerField(null=True)
+    caller_key = pw.CharField(max_length=20, null=True)
+
+    class Meta:
+        table_name = "dynroute_change"
+
+
 class SchemaVersion(BaseModel):
     version = pw.IntegerField()
 
@@ -84,4 +99,4 @@ class SchemaVersion(BaseModel):
         table_name = "dynroute_schema"
 
 
-MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, SchemaVersion)
+MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion)

@@ -9,7 +9,7 @@ import pytest
 
 from fs_dynroute import demo
 from fs_dynroute.database import backend_of, open_database
-from fs_dynroute.models import MODELS, Destination, Route, Rule, database
+from fs_dynroute.models import MODELS, Change, Destination, Route, Rule, database
 from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
 from tests.backends import fresh_database
 
@@ -65,3 +65,32 @@ def test_sql_file_and_initdb_build_the_same_database(db_url: str, tmp_path: Path
         assert initdb(by_sql) == (CURRENT_VERSION, CURRENT_VERSION)
         assert (columns(by_sql), indexes(by_sql), snapshot()) == expected
         by_sql.close()
+
+
+def test_initdb_upgrades_a_version_1_database_in_place(db_url: str) -> None:
+    backend = backend_of(db_url)
+    old = open_database(db_url)
+    database.initialize(old)
+    run_script(old, Path(__file__).parent / "data" / f"schema-v1.{backend}.sql")
+    run_script(old, DB_DIR / "demo.sql")
+    assert stored_version(old) == 1
+    assert initdb(old) == (1, CURRENT_VERSION)
+    assert initdb(old) == (CURRENT_VERSION, CURRENT_VERSION)
+    assert [r[0] for r in snapshot()[2]] == ["5551111111", "5552222222"]  # data kept
+    Route.update(destination="1009").where(Route.caller_key == "5551111111").execute()  # the new triggers work
+    assert [(c.rule_id, c.caller_key) for c in Change.select()] == [(1, "5551111111")] * 2
+    old.close()
+
+
+def test_change_log_sees_every_writer_but_not_use_counts(db: pw.Database) -> None:
+    demo.load()
+    Change.delete().execute()
+    rule_id = Rule.get().id
+    db.execute_sql("INSERT INTO dynroute_route (rule_id, caller_key, destination) VALUES (%s, '5553333333', '1003')"
+                   .replace("%s", str(rule_id)))  # a CRM writing straight into the table
+    Route.update(use_count=Route.use_count + 1).execute()  # statistics: not a change
+    Route.delete().where(Route.caller_key == "5552222222").execute()
+    Rule.update(enabled=False).execute()
+    Destination.update(transfer="5001 XML default").execute()
+    changes = [(c.rule_id, c.caller_key) for c in Change.select().order_by(Change.id)]
+    assert changes == [(rule_id, "5553333333"), (rule_id, "5552222222"), (rule_id, None), (None, None)]
