@@ -167,14 +167,20 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fs_dynroute.server import DynrouteServer, StoreRouter  # gevent only where it serves
+    from fs_dynroute.index import IndexedStore  # gevent only where it serves
+    from fs_dynroute.server import DynrouteServer, StoreRouter
 
     db = open_database(args.db, pooled=True, max_connections=args.db_threads + 2,
                        busy_timeout=args.decision_timeout)
-    store = SQLStore(db, args.default_context)
+    store = IndexedStore(SQLStore(db, args.default_context), threads=args.db_threads,
+                         poll_interval=args.poll_interval, stale_after=args.stale_after)
+    store.start()
     server = DynrouteServer(StoreRouter(store), listen=args.listen, max_sessions=args.max_sessions,
-                            decision_timeout=args.decision_timeout, db_threads=args.db_threads)
-    server.serve_until_signalled()
+                            decision_timeout=args.decision_timeout)
+    try:
+        server.serve_until_signalled()
+    finally:
+        store.stop()
     return 0
 
 
@@ -285,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision-timeout", type=float, default=1.0, help="hard deadline per call in seconds, "
                    "after which the call takes the No Match Destination (default 1.0)")
     p.add_argument("--db-threads", type=int, default=8, help="threads for database calls (default 8)")
+    p.add_argument("--poll-interval", type=float, default=0.5, help="seconds between reads of the database's "
+                   "change log: how soon changes from the CLI, other nodes or a CRM reach calls (default 0.5)")
+    p.add_argument("--stale-after", type=float, default=3.0, help="if the database cannot be read for this "
+                   "long, calls go to No Match instead of being routed from memory (default 3.0)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("dialplan", parents=[common], help="print the FreeSWITCH dialplan for the enabled rules")

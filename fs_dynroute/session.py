@@ -41,9 +41,9 @@ class Channel:
                    rule_name=headers.get("variable_dynroute_rule") or None)
 
 
-# (channel, monotonic deadline) -> (rule or None when no rule serves the call, its decision)
+# (channel, monotonic deadline) -> (rule or None when no rule serves the call, its decision).
+# Called in the session's greenlet: whatever blocks in it must yield to gevent (the store's threads do).
 Router = Callable[[Channel, float], "tuple[RuleView | None, Decision | None]"]
-Offload = Callable[..., "tuple[RuleView | None, Decision | None]"]
 
 
 class CallerGone(Exception):
@@ -85,7 +85,7 @@ class Conversation:
         return reply
 
 
-def run_session(sock: socket.socket, router: Router, offload: Offload, timeout: float) -> str:
+def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
     """Serve one call on ``sock`` (closing it); returns the outcome word logged for the call."""
     started = time.monotonic()
     channel: Channel | None = None
@@ -97,7 +97,7 @@ def run_session(sock: socket.socket, router: Router, offload: Offload, timeout: 
             talk = Conversation(sock)
             sock.sendall(connect_command())
             channel = Channel.from_headers(talk.receive().headers)
-            rule, decision = offload(router, channel, started + timeout)
+            rule, decision = router(channel, started + timeout)
             if rule is None or decision is None:
                 outcome = "norule"
             else:

@@ -12,13 +12,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import peewee as pw
 
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve
-from fs_dynroute.models import Audit, Destination, Route, Rule, database, utcnow
+from fs_dynroute.models import Audit, Change, Destination, Route, Rule, database, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,7 +79,7 @@ def _healing(method: Callable[..., T]) -> Callable[..., T]:
     correctly without restarting fs_dynroute.
     """
     @functools.wraps(method)
-    def wrapper(self: SQLStore, *args: object, **kwargs: object) -> T:
+    def wrapper(self: Any, *args: object, **kwargs: object) -> T:
         try:
             return method(self, *args, **kwargs)
         except pw.PeeweeException:
@@ -144,7 +144,68 @@ class SQLStore:
             _audit(rule, decision, decision.result.value, call_uuid)
 
 
+class Snapshot(NamedTuple):
+    """Everything but the routes, as the index loads it: rules by id and the named destinations."""
+
+    rules: list[Rule]
+    names: dict[str, str]
+
+
+RouteRow = tuple[int, str, str, "dt.datetime | None"]  # id, caller_key, destination, expires_at
+
+
+class ChangeFeed:
+    """The SQL side of an in-memory index: bulk loads, the change log, and batched statistics."""
+
+    def __init__(self, db: pw.Database) -> None:
+        self.db = db
+
+    @_healing
+    def snapshot(self) -> Snapshot:
+        return Snapshot(list(Rule.select()), {d.name: d.transfer for d in Destination.select()})
+
+    @_healing
+    def last_change(self) -> int:
+        return Change.select(pw.fn.COALESCE(pw.fn.MAX(Change.id), 0)).scalar()
+
+    @_healing
+    def routes(self, rule_id: int, keys: list[str] | None = None) -> list[RouteRow]:
+        """A rule's routes (all, or those with ``keys``)."""
+        query = Route.select(Route.id, Route.caller_key, Route.destination, Route.expires_at).where(Route.rule == rule_id)
+        if keys is not None:
+            query = query.where(Route.caller_key.in_(keys))
+        return list(query.tuples().iterator())
+
+    @_healing
+    def changes(self, after: int, limit: int) -> list[tuple[int, int | None, str | None]]:
+        """Up to ``limit`` + 1 change rows after id ``after``: (id, rule_id, caller_key)."""
+        return list(Change.select(Change.id, Change.rule_id, Change.caller_key).where(Change.id > after)
+                    .order_by(Change.id).limit(limit + 1).tuples())
+
+    @_healing
+    def prune(self, upto: int) -> None:
+        Change.delete().where(Change.id <= upto).execute()
+
+    @_healing
+    def record_many(self, uses: list[tuple[RuleView, Decision, str | None, dt.datetime]]) -> None:
+        """Use counts and audit rows for many calls in one transaction (the server batches them)."""
+        with self.db.atomic():
+            counts: dict[int, int] = {}
+            for _, decision, _, _ in uses:
+                if decision.route is not None and decision.result.value == "match":
+                    counts[decision.route.id] = counts.get(decision.route.id, 0) + 1
+            now = utcnow()
+            for route_id, n in counts.items():
+                Route.update(use_count=Route.use_count + n, last_used=now).where(Route.id == route_id).execute()
+            Audit.insert_many([_audit_row(rule, d, d.result.value, uuid, at) for rule, d, uuid, at in uses]).execute()
+
+
+def _audit_row(rule: RuleView, decision: Decision, result: str, call_uuid: str | None,
+               at: dt.datetime | None = None) -> dict[str, object]:
+    return {"at": at or utcnow(), "rule_name": rule.name, "caller_key": decision.key or "",
+            "destination": decision.destination, "result": result, "call_uuid": call_uuid}
+
+
 def _audit(rule: RuleView, decision: Decision, result: str, call_uuid: str | None,
            at: dt.datetime | None = None) -> None:
-    Audit.create(at=at or utcnow(), rule_name=rule.name, caller_key=decision.key or "",
-                 destination=decision.destination, result=result, call_uuid=call_uuid)
+    Audit.insert(_audit_row(rule, decision, result, call_uuid, at)).execute()

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import gevent
-import peewee as pw
 
 from fs_dynroute.database import open_database
+from fs_dynroute.index import IndexedStore
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.store import SQLStore
 from tests.fakeswitch import Dialplan
@@ -35,21 +35,28 @@ def live_greenlets() -> list[gevent.Greenlet]:
 
 
 @contextmanager
-def running_server(db_url: str, **options: object) -> Iterator[DynrouteServer]:
-    """fs-dynroute serve on 127.0.0.1:<free port> over ``db_url``, stopped and closed afterwards."""
+def running_server(db_url: str, *, stale_after: float = 3.0, **options: object) -> Iterator[DynrouteServer]:
+    """What ``fs-dynroute serve`` runs, on 127.0.0.1:<free port> over ``db_url``, stopped afterwards."""
     db = open_database(db_url, pooled=True, busy_timeout=float(options.get("decision_timeout", 1.0)))
-    server = DynrouteServer(StoreRouter(SQLStore(db)), listen=("127.0.0.1", 0), **options)  # type: ignore[arg-type]
+    store = IndexedStore(SQLStore(db), poll_interval=0.1, stale_after=stale_after)
+    store.start()
+    server = DynrouteServer(StoreRouter(store), listen=("127.0.0.1", 0), **options)  # type: ignore[arg-type]
     server.start()
     try:
         yield server
     finally:
         server.stop()
-        close_pool(db)
+        store.stop()
 
 
-def close_pool(db: pw.Database) -> None:
-    """Close every pooled connection, including those worker threads still hold."""
-    db.close_all() if hasattr(db, "close_all") else db.close()
+def flush(server: DynrouteServer) -> None:
+    """Write the server's batched use counts and audit rows now (it does so every poll_interval)."""
+    server.router.store.flush()  # type: ignore[attr-defined]
+
+
+def refresh(server: DynrouteServer) -> None:
+    """Make the server's index see what the test just wrote (the poller would within poll_interval)."""
+    server.router.store.refresh()  # type: ignore[attr-defined]
 
 
 def hosts(server: DynrouteServer) -> str:

@@ -22,7 +22,7 @@ from fs_dynroute.models import Audit, Route
 from fs_dynroute.server import DynrouteServer
 from fs_dynroute.store import SQLStore
 from tests.fakeswitch import Dialplan, place_call
-from tests.serving import dialplan_for, hosts, live_greenlets, open_fds, running_server, settle
+from tests.serving import dialplan_for, flush, hosts, live_greenlets, open_fds, refresh, running_server, settle
 
 NO_MATCH = "5000 XML default"  # the demo rule's No Match Destination (main-ivr)
 
@@ -74,17 +74,21 @@ def test_match_sets_cdr_variables(server: DynrouteServer) -> None:
     outcome = call(server, "+15551111111", uuid="0d9a8b3e-1111-4222-8333-444455556666")
     assert {k: outcome.variables[k] for k in ("dynroute_target", "dynroute_result", "dynroute_key")} == {
         "dynroute_target": "1001 XML default", "dynroute_result": "match", "dynroute_key": "5551111111"}
+    flush(server)
+    assert Route.get(Route.caller_key == "5551111111").use_count == 1
     assert Audit.get().call_uuid == "0d9a8b3e-1111-4222-8333-444455556666"
 
 
 def test_fixed_match_destination(server: DynrouteServer) -> None:
     admin.add_destination("vip-queue", "7000 XML default")
     admin.edit_rule("Customer Routing", admin.RuleSpec(match_destination="vip-queue"))
+    refresh(server)
     assert call(server, "+15551111111").target == "7000 XML default"
 
 
 def test_delete_after_use_first_call_gets_the_record_second_gets_no_match(server: DynrouteServer) -> None:
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))
+    refresh(server)
     assert call(server, "+15551111111").target == "1001 XML default"
     assert call(server, "+15551111111").target == NO_MATCH
     assert [a.result for a in Audit.select()] == ["consumed"]
@@ -94,6 +98,7 @@ def test_disabled_rule_sets_current_no_match_over_stale_dialplan(server: Dynrout
     dialplan = generated_dialplan(server)  # generated while the No Match Destination was main-ivr
     admin.add_destination("night-ivr", "5001 XML default")
     admin.edit_rule("Customer Routing", admin.RuleSpec(enabled=False, no_match_destination="night-ivr"))
+    refresh(server)
     outcome = place_call(dialplan, "+15551111111", "5550100")
     assert (outcome.target, outcome.variables["dynroute_result"]) == ("5001 XML default", "disabled")
 
@@ -126,6 +131,7 @@ def test_percent_0a_forgery_routes_on_the_true_caller_id(server: DynrouteServer)
 
 def test_caller_hangs_up_mid_decision(server: DynrouteServer, demo_db: str) -> None:
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))
+    refresh(server)
     with write_locked(demo_db):  # the consume waits on the lock: the server is mid-decision
         outcome = call(server, "+15551111111", behaviour="hangup", hangup_after=0.1)
         assert outcome.ended == "hangup"
@@ -135,6 +141,7 @@ def test_caller_hangs_up_mid_decision(server: DynrouteServer, demo_db: str) -> N
 
 def test_slow_database_reaches_no_match_on_time(server: DynrouteServer, demo_db: str) -> None:
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))
+    refresh(server)
     with write_locked(demo_db):
         started = time.monotonic()
         outcome = call(server, "+15551111111")
