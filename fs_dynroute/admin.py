@@ -17,7 +17,7 @@ from fs_dynroute.callerid import MAX_DIGITS, CallerIDError, stored_key
 from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve, validate_name, validate_transfer
 from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, utcnow
 
-_SOURCE = re.compile(r"[A-Za-z0-9_+*#.@\-]{1,100}")
+SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_+*#.@\-]{1,100}")
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -91,7 +91,7 @@ def get_rule(name: str) -> Rule:
 def _apply(rule: Rule, spec: RuleSpec) -> Rule:
     known = names()
     if spec.source is not None:
-        if not _SOURCE.fullmatch(spec.source):
+        if not SOURCE_PATTERN.fullmatch(spec.source):
             raise UserError(f"source: {spec.source!r} must be 1-100 of letters, digits and _+*#.@-")
         rule.source = spec.source
     if spec.digits_match is not None or spec.prefix is not None:

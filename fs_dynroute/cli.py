@@ -159,6 +159,19 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from fs_dynroute.check import problems
+
+    with opened(args, write=False):
+        found = list(problems(args.default_context))
+        counts = (Rule.select().count(), Route.select().count(), Destination.select().count())
+    for line in found:
+        print(line)
+    print(f"{len(found)} problems in {counts[0]} rules, {counts[1]} routes, {counts[2]} destinations"
+          if found else f"ok: {counts[0]} rules, {counts[1]} routes, {counts[2]} destinations")
+    return 1 if found else 0
+
+
 def _listen(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -284,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--source", help="the number the call arrives on")
     target.add_argument("--rule", help="the rule name (as the dynroute_rule channel variable picks it)")
     p.set_defaults(func=cmd_lookup)
+    p = sub.add_parser("check", parents=[common], help="validate rules, routes and destinations "
+                       "(rows a CRM wrote directly); exit status 1 if any problem is found")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("serve", parents=[common], help="run the outbound socket server FreeSWITCH connects to")
     p.add_argument("--listen", type=_listen, default="127.0.0.1:8084", help="host:port (default 127.0.0.1:8084)")
     p.add_argument("--max-sessions", type=int, default=1000, help="calls served at once; more are sent "

@@ -72,12 +72,15 @@ class IndexedStore:
     """A Store answering rule_for and lookup from memory; consume goes to the database in a thread."""
 
     def __init__(self, sql: SQLStore, *, threads: int = 8, poll_interval: float = 0.5,
-                 stale_after: float = 3.0) -> None:
+                 stale_after: float = 3.0, bulk_changes: int = BULK_CHANGES,
+                 change_retention: float = CHANGE_RETENTION) -> None:
         self.sql = sql
         self.feed = ChangeFeed(sql.db)
         self.threads = ThreadPool(threads)
         self.poll_interval = poll_interval
         self.stale_after = stale_after
+        self.bulk_changes = bulk_changes
+        self.change_retention = change_retention
         self.outage = Outage()
         self.rules: dict[int, RuleView] = {}
         self.by_name: dict[str, RuleView] = {}
@@ -167,9 +170,9 @@ class IndexedStore:
         if self.fresh_until == 0.0:  # never loaded
             self.reload()
             return
-        rows = self.offload(self.feed.changes, self.cursor, BULK_CHANGES)
-        if len(rows) > BULK_CHANGES:
-            log.info("more than %d changes: reloading the index", BULK_CHANGES)
+        rows = self.offload(self.feed.changes, self.cursor, self.bulk_changes)
+        if len(rows) > self.bulk_changes:
+            log.info("more than %d changes: reloading the index", self.bulk_changes)
             self.reload()
             return
         whole_rules = {rule_id for _, rule_id, key in rows if key is None}
@@ -198,13 +201,13 @@ class IndexedStore:
         self.outage.succeeded()
 
     def _prune(self) -> None:
-        """Delete change rows this node read more than CHANGE_RETENTION seconds ago."""
+        """Delete change rows this node read more than ``change_retention`` seconds ago."""
         now = time.monotonic()
         self._pruned.append((now, self.cursor))
-        old = [cursor for at, cursor in self._pruned if now - at > CHANGE_RETENTION]
+        old = [cursor for at, cursor in self._pruned if now - at > self.change_retention]
         if old:
             self.offload(self.feed.prune, old[-1])
-            self._pruned = [(at, c) for at, c in self._pruned if now - at <= CHANGE_RETENTION]
+            self._pruned = [(at, c) for at, c in self._pruned if now - at <= self.change_retention]
 
     # -- the Store interface -------------------------------------------------------------------------------
 

@@ -73,22 +73,39 @@ def key_candidates(key: str, prefix: bool) -> list[str]:
 
 
 def _healing(method: Callable[..., T]) -> Callable[..., T]:
-    """On a database error, drop this thread's connection so the next call gets a fresh one from the pool.
+    """On a lost connection, drop it and try once more on a fresh one from the pool.
 
-    That is how a call after a database restart, or after the server killed our connection, is routed
-    correctly without restarting fs_dynroute.
+    That is how the call after a database restart, or after the server killed our connection,
+    is routed correctly without restarting fs_dynroute. Trying again is safe for a consume: a
+    transaction cut off with its connection was rolled back, and a repeated delete of a record
+    that did go finds nothing, so a record still goes to at most one caller. SQLite has no
+    connection to lose: its errors (a locked file) are not retried.
     """
     @functools.wraps(method)
     def wrapper(self: Any, *args: object, **kwargs: object) -> T:
         try:
             return method(self, *args, **kwargs)
-        except pw.PeeweeException:
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            _drop_connection(self.db)
+            if isinstance(self.db, pw.SqliteDatabase):
+                raise
+            log.info("database connection lost (%s); retrying on a new one", exc)
             try:
-                self.db.close()
-            except pw.PeeweeException as exc:
-                log.debug("closing a failed connection: %s", exc)
+                return method(self, *args, **kwargs)
+            except pw.PeeweeException:
+                _drop_connection(self.db)
+                raise
+        except pw.PeeweeException:
+            _drop_connection(self.db)
             raise
     return wrapper
+
+
+def _drop_connection(db: pw.Database) -> None:
+    try:
+        db.close()
+    except pw.PeeweeException as exc:
+        log.debug("closing a failed connection: %s", exc)
 
 
 class SQLStore:
