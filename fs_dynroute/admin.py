@@ -7,6 +7,7 @@ the CLI (and any API) calls these inside one transaction.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from fs_dynroute.callerid import MAX_DIGITS, CallerIDError, stored_key
-from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve, validate_name, validate_transfer
+from fs_dynroute.destinations import CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_transfer
 from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, utcnow
 
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_+*#.@\-]{1,100}")
@@ -46,7 +47,7 @@ def names() -> dict[str, str]:
 
 def check_text(field: str, value: str, max_length: int) -> str:
     """Refuse control characters and overlong values in any stored text."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if CONTROL.search(value):
         raise UserError(f"{field}: contains a control character")
     if len(value) > max_length:
         raise UserError(f"{field}: longer than {max_length} characters")
@@ -163,41 +164,60 @@ class RouteRow:
 
 
 def validate_route(rule: Rule, caller_id: str, destination: str, notes: str, expires: str,
-                   known: dict[str, str], now: dt.datetime | None = None) -> RouteRow:
-    """One route checked against its rule; UserError says which field is wrong."""
+                   known: dict[str, str], now: dt.datetime | None = None,
+                   checked: set[str] | None = None) -> RouteRow:
+    """One route checked against its rule; UserError says which field is wrong.
+
+    ``checked`` remembers destinations already found good, for imports where thousands of rows
+    share a few destinations.
+    """
     try:
         key = stored_key(caller_id, rule.digits_match, prefix=rule.match_mode == "prefix")
     except CallerIDError as exc:
         raise UserError(f"caller_id: {exc}") from None
     destination = destination.strip()
     if destination:
-        check_destination("destination", destination, known)
+        if checked is None or destination not in checked:
+            check_destination("destination", destination, known)
+            if checked is not None:
+                checked.add(destination)
     elif rule.match_destination == DYNAMIC:
         raise UserError(f"destination: required, rule {rule.name!r} routes to each record's own destination")
     return RouteRow(key, destination, check_text("notes", notes, 255), parse_expiry(expires, now))
 
 
+_UPSERT_FIELDS = [Route.rule, Route.caller_key, Route.destination, Route.notes, Route.expires_at, Route.use_count]
+
+
 def upsert_routes(rule: Rule, rows: Iterable[RouteRow], batch: int = 500) -> int:
-    """Insert routes, replacing the destination, notes and expiry of keys already stored."""
+    """Insert routes, replacing the destination, notes and expiry of keys already stored.
+
+    The multi-row statement is built by peewee once per batch size and reused with new
+    parameters: building SQL costs peewee more than the database takes to run it.
+    """
     db = Route._meta.database
+    db = db.obj if isinstance(db, pw.DatabaseProxy) else db
     conflict: dict[str, object] = {"preserve": [Route.destination, Route.notes, Route.expires_at]}
-    if not isinstance(db.obj if isinstance(db, pw.DatabaseProxy) else db, pw.MySQLDatabase):
+    if not isinstance(db, pw.MySQLDatabase):
         conflict["conflict_target"] = (Route.rule, Route.caller_key)
+    statements: dict[int, str] = {}
     count, chunk = 0, []
-    for row in rows:
-        chunk.append((rule.id, row.caller_key, row.destination, row.notes, row.expires_at, 0))
-        if len(chunk) >= batch:
-            count += _insert(chunk, conflict)
+    for row in itertools.chain(rows, [None]):
+        if row is not None:
+            chunk.append((rule.id, row.caller_key, row.destination, row.notes, row.expires_at, 0))
+        if chunk and (row is None or len(chunk) >= batch):
+            if len(chunk) not in statements:
+                query = Route.insert_many(chunk, fields=_UPSERT_FIELDS).on_conflict(**conflict)
+                statements[len(chunk)] = db.get_sql_context().sql(query).query()[0]
+            db.execute_sql(statements[len(chunk)], [db_value(f, v) for r in chunk for f, v in zip(_UPSERT_FIELDS, r)])
+            count += len(chunk)
             chunk = []
-    if chunk:
-        count += _insert(chunk, conflict)
     return count
 
 
-def _insert(chunk: list[tuple], conflict: dict) -> int:
-    fields = [Route.rule, Route.caller_key, Route.destination, Route.notes, Route.expires_at, Route.use_count]
-    Route.insert_many(chunk, fields=fields).on_conflict(**conflict).execute()
-    return len(chunk)
+def db_value(field: pw.Field, value: object) -> object:
+    """A Python value as the driver takes it (what peewee would pass for ``field``)."""
+    return field.db_value(value) if value is not None else None
 
 
 def add_route(rule_name: str, caller_id: str, destination: str, notes: str = "", expires: str = "") -> RouteRow:

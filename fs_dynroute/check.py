@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from fs_dynroute.admin import SOURCE_PATTERN
 from fs_dynroute.callerid import MAX_DIGITS
-from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve, validate_name, validate_transfer
+from fs_dynroute.destinations import CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_transfer
 from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule
 
 
@@ -75,7 +75,7 @@ def route_problems(names: dict[str, str], context: str) -> Iterator[str]:
                 verdicts[dest] = _dest_problem(dest, names, context)
             if verdicts[dest]:
                 yield f"{where}: destination: {verdicts[dest]}"
-        if any(ord(c) < 32 or ord(c) == 127 for c in notes or ""):
+        if CONTROL.search(notes or ""):
             yield f"{where}: notes contain a control character"
 
 

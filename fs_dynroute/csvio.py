@@ -36,7 +36,7 @@ def _is_header(cells: list[str]) -> bool:
 
 def parse(rule: Rule, stream: TextIO, progress: bool = False) -> list[RouteRow]:
     """Validate a whole CSV against ``rule``; raises RouteImportError listing every bad line."""
-    known, now = names(), utcnow()
+    known, now, checked = names(), utcnow(), set()
     rows: list[RouteRow] = []
     first_line: dict[str, int] = {}
     problems: list[tuple[int, str]] = []
@@ -52,7 +52,7 @@ def parse(rule: Rule, stream: TextIO, progress: bool = False) -> list[RouteRow]:
             continue
         caller_id, destination, notes, expires = (cells + [""] * len(COLUMNS))[:len(COLUMNS)]
         try:
-            row = validate_route(rule, caller_id, destination, notes, expires, known, now)
+            row = validate_route(rule, caller_id, destination, notes, expires, known, now, checked)
         except UserError as exc:
             problems.append((line, str(exc)))
             continue

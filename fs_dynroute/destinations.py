@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 DYNAMIC = "dynamic"
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN = re.compile(r"[A-Za-z0-9_.+*#@:\-]+")
 _EXTENSION = re.compile(r"[0-9+*#]+")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
@@ -33,7 +34,7 @@ def validate_transfer(arg: str) -> str:
     """Check a literal transfer argument: ``EXT [DIALPLAN [CONTEXT]]`` of safe tokens; returns it unchanged."""
     if not arg:
         raise DestinationError("destination is empty")
-    if any(ord(c) < 32 or ord(c) == 127 for c in arg):
+    if CONTROL.search(arg):
         raise DestinationError(f"destination {arg!r} contains a control character")
     parts = arg.split(" ")
     if len(parts) > 3 or not all(_TOKEN.fullmatch(p) for p in parts):

@@ -30,7 +30,7 @@ def _unavailable(backend: str, why: str) -> None:
     pytest.skip(message)
 
 
-def _admin(backend: str):  # a raw DB-API connection to the server itself, autocommit
+def admin_connection(backend: str):  # a raw DB-API connection to the server itself, autocommit
     if backend == "mysql":
         import pymysql
 
@@ -51,7 +51,7 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
         return
     name = f"dynroute_test_{uuid.uuid4().hex[:12]}"
     try:
-        admin = _admin(backend)
+        admin = admin_connection(backend)
     except Exception as exc:  # driver-specific connection errors
         _unavailable(backend, str(exc))
     try:

@@ -80,3 +80,12 @@ def test_export_then_import_round_trips_exactly(rule) -> None:
     csvio.export_routes(rule, again)
     assert again.getvalue() == exported.getvalue()
     assert exported.getvalue().splitlines()[0] == "caller_id,destination,notes,expires_at"
+
+
+def test_many_rows_sharing_a_few_destinations(rule) -> None:
+    text = "".join(f"+1555000{n:04d},{'main-ivr' if n % 2 else '1001'},row {n}\n" for n in range(1200))
+    assert csvio.import_routes(rule, io.StringIO(text)) == 1200  # more than one insert batch
+    assert Route.select().where(Route.destination == "main-ivr").count() == 600
+    with pytest.raises(csvio.RouteImportError) as err:
+        csvio.import_routes(rule, io.StringIO(text + "+15559999999,,missing\n"))
+    assert [n for n, _ in err.value.problems] == [1201]

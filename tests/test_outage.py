@@ -19,7 +19,7 @@ import pytest
 
 from fs_dynroute import admin, demo
 from fs_dynroute.database import backend_of
-from tests.backends import BACKENDS, _admin
+from tests.backends import BACKENDS, admin_connection
 from tests.fakeswitch import place_call
 from tests.serving import dialplan_for, refresh, running_server
 
@@ -32,7 +32,7 @@ class Switch:
     def __init__(self, db_url: str) -> None:
         self.backend = backend_of(db_url)
         self.name = urlparse(db_url).path.lstrip("/")
-        self.admin = _admin(self.backend)
+        self.admin = admin_connection(self.backend)
         self.url = db_url
         if self.backend == "mysql":  # a user of its own, so it can be locked out without touching root
             user, password = f"dr_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
