@@ -117,3 +117,10 @@ def test_dialplan_command_lists_enabled_rules_only(served) -> None:
     assert "async" not in xml and "full" not in xml
     bad = cli("dialplan", "--server", "nohost", ok=False)
     assert bad.returncode == 2 and "--server" in bad.stderr
+
+
+def test_shipped_example_is_what_the_command_prints_for_the_demo(tmp_path: Path) -> None:
+    cli = CLI(f"sqlite:///{tmp_path / 'demo.db'}")
+    cli("initdb", "--demo")
+    shipped = Path(__file__).resolve().parents[1] / "dialplan" / "50_dynroute.xml"
+    assert cli("dialplan").stdout == shipped.read_text()
