@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import selectors
 import signal
 import socket
 import subprocess
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,17 +29,16 @@ class ServeProcess:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.log: list[str] = []
         assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and sel.select(deadline - time.monotonic()):
-                line = self.proc.stdout.readline()
+        watchdog = threading.Timer(10, self.proc.kill)  # a server that never says it listens is killed
+        watchdog.start()
+        try:
+            for line in self.proc.stdout:
                 self.log.append(line)
-                if "listening on" in line or not line:
-                    break
-        if not self.log or "listening on" not in self.log[-1]:
-            self.proc.kill()
-            raise AssertionError(f"server did not start: {''.join(self.log)}{self.proc.communicate()[0]}")
+                if "listening on" in line:
+                    return
+        finally:
+            watchdog.cancel()
+        raise AssertionError(f"server did not start: {''.join(self.log)}")
 
     def stop(self) -> tuple[int, str]:
         if self.proc.poll() is None:
