@@ -7,12 +7,13 @@ and every bad line is reported with its number and reason.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Iterable
+from typing import TextIO, TypeVar
 
 from fs_dynroute.admin import RouteRow, UserError, names, upsert_routes, validate_route
 from fs_dynroute.models import Route, Rule, utcnow
 
+T = TypeVar("T")
 COLUMNS = ("caller_id", "destination", "notes", "expires_at")
 
 
@@ -41,7 +42,7 @@ def parse(rule: Rule, stream: TextIO, progress: bool = False) -> list[RouteRow]:
     first_line: dict[str, int] = {}
     problems: list[tuple[int, str]] = []
     reader = csv.reader(stream)
-    for index, cells in enumerate(_with_progress(reader, progress)):
+    for index, cells in enumerate(_with_progress(reader, progress, "validating")):
         line = reader.line_num
         if index == 0 and _is_header(cells):
             continue
@@ -71,7 +72,7 @@ def import_routes(rule: Rule, stream: TextIO, replace: bool = False, progress: b
     rows = parse(rule, stream, progress)
     if replace:
         Route.delete().where(Route.rule == rule).execute()
-    return upsert_routes(rule, rows)
+    return upsert_routes(rule, _with_progress(rows, progress, "writing", len(rows)))
 
 
 def export_routes(rule: Rule, stream: TextIO) -> int:
@@ -87,10 +88,11 @@ def export_routes(rule: Rule, stream: TextIO) -> int:
     return count
 
 
-def _with_progress(reader: Iterator[list[str]], enabled: bool) -> Iterator[list[str]]:
+def _with_progress(items: Iterable[T], enabled: bool, what: str, total: int | None = None) -> Iterable[T]:
+    """A progress bar on the terminal for a long import; the items unchanged otherwise."""
     if not enabled:
-        return reader
+        return items
     from tqdm import tqdm  # only for an interactive terminal
 
-    return iter(tqdm(reader, unit=" rows", desc="validating"))
+    return tqdm(items, unit=" rows", desc=what, total=total, mininterval=0.5)
 

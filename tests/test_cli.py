@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -124,3 +130,30 @@ def test_missing_file_and_uninitialised_database_are_clear_errors(tmp_path: Path
     run("initdb")
     proc = run("route", "import", "x", str(tmp_path / "missing.csv"), ok=False)
     assert proc.returncode == 2 and "rule 'x' does not exist" in proc.stderr
+
+
+def test_import_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    run = CLI(f"sqlite:///{tmp_path / 'p.db'}")
+    run("initdb", "--demo")
+    big = tmp_path / "big.csv"
+    big.write_text("".join(f"+1555{n:07d},1001,row\n" for n in range(3000)))
+    assert "validating" not in run("route", "import", "Customer Routing", str(big)).stdout + \
+        run("route", "import", "Customer Routing", str(big)).stderr
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a terminal has a size
+    proc = subprocess.run([SCRIPT, "route", "import", "Customer Routing", str(big), "--db", run.db_url],
+                          stdout=child, stderr=child, timeout=60)
+    os.close(child)
+    screen = b""
+    while select.select([main], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(main)
+    assert proc.returncode == 0
+    text = screen.decode(errors="replace")
+    assert "validating" in text and "writing" in text and "3000/3000" in text and "3000 routes imported" in text
