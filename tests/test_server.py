@@ -5,6 +5,7 @@ Each test reads as "a call from X to Y ends at Z", through the dialplan fs-dynro
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -129,7 +130,7 @@ def test_percent_0a_forgery_routes_on_the_true_caller_id(server: DynrouteServer)
     assert outcome.variables["dynroute_key"] == "5559999999"
 
 
-def test_caller_hangs_up_mid_decision(server: DynrouteServer, demo_db: str) -> None:
+def test_caller_hangs_up_mid_decision(server: DynrouteServer, demo_db: str, caplog: pytest.LogCaptureFixture) -> None:
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))
     refresh(server)
     with write_locked(demo_db):  # the consume waits on the lock: the server is mid-decision
@@ -137,6 +138,7 @@ def test_caller_hangs_up_mid_decision(server: DynrouteServer, demo_db: str) -> N
         assert outcome.ended == "hangup"
         settle(server)
     assert Route.select().count() == 2  # nothing consumed for a caller who left
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_slow_database_reaches_no_match_on_time(server: DynrouteServer, demo_db: str) -> None:
