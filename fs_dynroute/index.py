@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -163,7 +164,8 @@ class IndexedStore:
 
     @staticmethod
     def _entries(rows: list[RouteRow]) -> dict[str, Entry]:
-        return {key: (route_id, dest, _timestamp(expires)) for route_id, key, dest, expires in rows}
+        # Thousands of routes share a destination: one string object each (1M routes: ~50 MB less).
+        return {key: (route_id, sys.intern(dest), _timestamp(expires)) for route_id, key, dest, expires in rows}
 
     def refresh(self) -> None:
         """Apply the change log since the cursor: whole rules, or only the keys that changed."""
