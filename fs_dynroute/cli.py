@@ -18,7 +18,7 @@ from fs_dynroute.database import DatabaseURLError, open_database
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.models import MODELS, Destination, Route, Rule, database
 from fs_dynroute.routing import route_call
-from fs_dynroute.schema import initdb, schema_sql
+from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
 from fs_dynroute.store import SQLStore
 
 EXIT_USAGE = 2
@@ -185,7 +185,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     db = open_database(args.db, pooled=True, max_connections=args.db_threads + 2,
                        busy_timeout=args.decision_timeout)
-    store = IndexedStore(SQLStore(db, args.default_context), threads=args.db_threads,
+    sql = SQLStore(db, args.default_context)
+    check_schema(db)
+    store = IndexedStore(sql, threads=args.db_threads,
                          poll_interval=args.poll_interval, stale_after=args.stale_after)
     store.start()
     server = DynrouteServer(StoreRouter(store), listen=args.listen, max_sessions=args.max_sessions,
@@ -195,6 +197,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         store.stop()
     return 0
+
+
+def check_schema(db: pw.Database) -> None:
+    """Refuse to serve an old or missing schema; a database that is merely down is the index's business."""
+    try:
+        with db.connection_context():
+            version = stored_version(db)
+    except pw.OperationalError:
+        return  # unreachable now: serve, send calls to No Match, and keep trying
+    if version is None or version < CURRENT_VERSION:
+        found = "no fs_dynroute schema" if version is None else f"schema version {version}"
+        raise admin.UserError(f"database has {found}, this fs_dynroute needs {CURRENT_VERSION}: "
+                              "run 'fs-dynroute initdb' first")
 
 
 def cmd_dialplan(args: argparse.Namespace) -> int:

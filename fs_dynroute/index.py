@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 BULK_CHANGES = 20_000
 # Change-log rows are pruned once every node has had this long to read them.
 CHANGE_RETENTION = 600.0
+# Ids are handed out when a row is written, not when its transaction commits: a change can become
+# visible after one with a higher id. Every poll re-reads the ids of the last SETTLE seconds.
+SETTLE = 10.0
+# A transaction open longer than SETTLE is caught by a full reload this often.
+FULL_RELOAD = 300.0
 
 # Use counts and audit rows waiting for the database, at most (a long outage must not eat memory).
 MAX_PENDING = 100_000
@@ -74,7 +79,8 @@ class IndexedStore:
 
     def __init__(self, sql: SQLStore, *, threads: int = 8, poll_interval: float = 0.5,
                  stale_after: float = 3.0, bulk_changes: int = BULK_CHANGES,
-                 change_retention: float = CHANGE_RETENTION) -> None:
+                 change_retention: float = CHANGE_RETENTION, settle: float = SETTLE,
+                 full_reload: float = FULL_RELOAD) -> None:
         self.sql = sql
         self.feed = ChangeFeed(sql.db)
         self.threads = ThreadPool(threads)
@@ -82,6 +88,8 @@ class IndexedStore:
         self.stale_after = stale_after
         self.bulk_changes = bulk_changes
         self.change_retention = change_retention
+        self.settle = settle
+        self.full_reload = full_reload
         self.outage = Outage()
         self.rules: dict[int, RuleView] = {}
         self.by_name: dict[str, RuleView] = {}
@@ -89,10 +97,12 @@ class IndexedStore:
         self.routes: dict[int, dict[str, Entry]] = {}
         self.names: dict[str, str] = {}
         self._targets: dict[str, str | None] = {}
-        self.cursor = 0
+        self.cursor = 0  # the highest change id applied
+        self.applied: set[int] = set()  # change ids above the settle window's low-water mark, applied
+        self._history: list[tuple[float, int]] = []  # (time, cursor) after each load and poll
+        self.reload_at = 0.0
         self.fresh_until = 0.0
         self._pending: list[tuple[RuleView, Decision, str | None, dt.datetime]] = []
-        self._pruned: list[tuple[float, int]] = []
         self._loops: list[gevent.Greenlet] = []
 
     # -- running -------------------------------------------------------------------------------------------
@@ -143,7 +153,9 @@ class IndexedStore:
         self._load_rules()
         loaded = {rule_id: self._entries(self.offload(self.feed.routes, rule_id)) for rule_id in self.rules}
         self.routes = loaded
-        self.cursor = cursor
+        self.cursor, self.applied = cursor, set()
+        self._history = [(time.monotonic(), cursor)]
+        self.reload_at = time.monotonic() + self.full_reload
         self._fresh()
         log.info("index loaded: %d rules, %d routes", len(self.rules), sum(map(len, loaded.values())))
 
@@ -168,15 +180,28 @@ class IndexedStore:
         return {key: (route_id, sys.intern(dest), _timestamp(expires)) for route_id, key, dest, expires in rows}
 
     def refresh(self) -> None:
-        """Apply the change log since the cursor: whole rules, or only the keys that changed."""
-        if self.fresh_until == 0.0:  # never loaded
+        """Apply the change log: whole rules, or only the keys that changed, for every change not yet applied."""
+        if self.fresh_until == 0.0 or time.monotonic() >= self.reload_at:  # never loaded, or the safety net
             self.reload()
             return
-        rows = self.offload(self.feed.changes, self.cursor, self.bulk_changes)
+        low_water = self._low_water()
+        rows = [r for r in self.offload(self.feed.changes, low_water, self.bulk_changes + len(self.applied))
+                if r[0] not in self.applied]
         if len(rows) > self.bulk_changes:
             log.info("more than %d changes: reloading the index", self.bulk_changes)
             self.reload()
             return
+        self._apply(rows)
+        self.applied.update(r[0] for r in rows)
+        self.cursor = max([self.cursor, *(r[0] for r in rows)])
+        self._history.append((time.monotonic(), self.cursor))
+        low_water = self._low_water()
+        self.applied = {i for i in self.applied if i > low_water}
+        self._prune()
+        self._fresh()
+
+    def _apply(self, rows: list[tuple[int, int | None, str | None]]) -> None:
+        """Re-read what the changes name: a rule with its routes, or single keys (applying twice is harmless)."""
         whole_rules = {rule_id for _, rule_id, key in rows if key is None}
         if whole_rules:
             self._load_rules()
@@ -193,23 +218,23 @@ class IndexedStore:
             for key in changed:
                 table.pop(key, None)
             table.update(found)
-        if rows:
-            self.cursor = rows[-1][0]
-        self._prune()
-        self._fresh()
+
+    def _low_water(self) -> int:
+        """The cursor as it was ``settle`` seconds ago: changes above it are read again on every poll."""
+        horizon = time.monotonic() - self.settle
+        return max((c for at, c in self._history if at <= horizon), default=self._history[0][1])
 
     def _fresh(self) -> None:
         self.fresh_until = time.monotonic() + self.stale_after
         self.outage.succeeded()
 
     def _prune(self) -> None:
-        """Delete change rows this node read more than ``change_retention`` seconds ago."""
-        now = time.monotonic()
-        self._pruned.append((now, self.cursor))
-        old = [cursor for at, cursor in self._pruned if now - at > self.change_retention]
+        """Delete change rows this node had read ``change_retention`` seconds ago; forget older history."""
+        horizon = time.monotonic() - max(self.change_retention, self.settle)
+        old = [(at, c) for at, c in self._history if at <= horizon]
         if old:
-            self.offload(self.feed.prune, old[-1])
-            self._pruned = [(at, c) for at, c in self._pruned if now - at <= self.change_retention]
+            self.offload(self.feed.prune, old[-1][1])
+            self._history = old[-1:] + [(at, c) for at, c in self._history if at > horizon]
 
     # -- the Store interface -------------------------------------------------------------------------------
 

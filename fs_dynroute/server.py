@@ -74,8 +74,26 @@ class DynrouteServer:
                  self.max_sessions, self.decision_timeout)
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop accepting and let calls in flight finish (each is bounded by the deadline)."""
-        self.server.stop(timeout=grace if grace is not None else self.decision_timeout + 1)
+        """Stop listening, then let calls in flight finish (each is bounded by the deadline)."""
+        self.stop_listening()
+        self.sessions.join(timeout=grace if grace is not None else self.decision_timeout + 1)
+        self.sessions.kill(timeout=1)
+
+    def stop_listening(self) -> None:
+        """Close the listener without resetting a call that has already connected.
+
+        The kernel completes handshakes into the accept queue until the listener closes, and
+        closing it resets whatever is queued: FreeSWITCH saw those calls connect, so it would not
+        try the next host and would play the dialplan default instead of the right destination.
+        So: stop the accept watcher, accept what is queued and serve it, and only then close, all
+        without yielding to another greenlet. New calls are refused and go to the next host.
+        """
+        if self.server.closed:
+            return
+        self.server.stop_accepting()
+        while accepted := self.server.do_read():
+            self.server.do_handle(*accepted)
+        self.server.close()
 
     def serve_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
@@ -84,6 +102,7 @@ class DynrouteServer:
             gevent.signal_handler(sig, stopping.set)
         self.start()
         stopping.wait()
+        self.stop_listening()
         log.info("signal received: no new calls; finishing %d in flight", len(self.sessions))
         self.stop()
         log.info("stopped")

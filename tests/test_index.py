@@ -104,11 +104,30 @@ def test_statistics_are_batched_then_written(nodes) -> None:
 
 def test_change_log_is_pruned_after_retention(nodes) -> None:
     a, _ = nodes
-    a.change_retention = 0.0
+    a.change_retention = a.settle = 0.0
     admin.add_route("Customer Routing", "+15553333333", "1003")
     a.refresh()
     a.refresh()  # the second round prunes what the first one read
     assert Change.select().count() == 0
+
+
+def test_a_change_committed_after_a_later_one_is_still_applied(nodes, db: pw.Database, db_url: str) -> None:
+    """Change ids are taken at write time, not commit time: a slow transaction's change shows up late."""
+    a, _ = nodes
+    rule_id = Rule.get().id
+    slow = open_database(db_url)  # a second client whose transaction stays open
+    if isinstance(slow, pw.SqliteDatabase):
+        pytest.skip("SQLite serialises writers: a change cannot commit before an earlier one")
+    slow.connect()
+    with slow.atomic():
+        slow.execute_sql(f"INSERT INTO dynroute_route (rule_id, caller_key, destination) "
+                         f"VALUES ({rule_id}, '5553333333', '1003')")
+        admin.add_route("Customer Routing", "+15554444444", "1004")  # a later id, committed first
+        a.refresh()
+        assert where(a, "+15554444444") == "1004 XML default"
+    slow.close()
+    a.refresh()
+    assert where(a, "+15553333333") == "1003 XML default"
 
 
 def test_a_stale_index_refuses_to_answer(nodes) -> None:

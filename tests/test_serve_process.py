@@ -122,3 +122,10 @@ def test_shipped_example_is_what_the_command_prints_for_the_demo(tmp_path: Path)
     cli("initdb", "--demo")
     shipped = Path(__file__).resolve().parents[1] / "dialplan" / "50_dynroute.xml"
     assert cli("dialplan").stdout == shipped.read_text()
+
+
+def test_serve_refuses_a_database_without_the_current_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    proc = subprocess.run([SCRIPT, "serve", "--db", url, "--listen", f"127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "run 'fs-dynroute initdb' first" in proc.stderr
