@@ -22,7 +22,7 @@ from gevent.threadpool import ThreadPool
 
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.models import utcnow
-from fs_dynroute.store import ChangeFeed, RouteRow, SQLStore, key_candidates, route_target, rule_view
+from fs_dynroute.store import ChangeFeed, DeadlineExceeded, RouteRow, SQLStore, key_candidates, route_target, rule_view
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,8 @@ class IndexedStore:
                 deadline: float | None = None) -> bool:
         try:
             removed = self.offload(self.sql.consume, rule, decision, call_uuid, deadline)
+        except DeadlineExceeded:
+            raise
         except Exception as exc:
             self.outage.failed(exc)
             raise

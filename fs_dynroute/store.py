@@ -144,13 +144,26 @@ class SQLStore:
     def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None,
                 deadline: float | None = None) -> bool:
         assert decision.route is not None
+        late = lambda: deadline is not None and time.monotonic() > deadline  # noqa: E731
         with self.db.atomic():
+            row = Route.select().where(Route.id == decision.route.id).dicts().first()
             removed = Route.delete().where(Route.id == decision.route.id).execute() == 1
-            if removed:
-                _audit(rule, decision, "consumed", call_uuid)
-            if deadline is not None and time.monotonic() > deadline:
+            audit_id = Audit.insert(_audit_row(rule, decision, "consumed", call_uuid)).execute() if removed else None
+            if late():
                 raise DeadlineExceeded("consumed after the call's deadline; rolled back")
+        if removed and late():  # the commit itself was slow: the caller has gone to No Match meanwhile
+            self._restore(row, audit_id)
+            raise DeadlineExceeded("committed after the call's deadline; the record was put back")
         return removed
+
+    def _restore(self, row: dict[str, object] | None, audit_id: int | None) -> None:
+        """Undo a consume whose caller was not sent to the record: the record waits for the next call."""
+        with self.db.atomic():
+            if row is not None:
+                Route.insert(row).on_conflict_ignore().execute()
+            Audit.delete().where(Audit.id == audit_id).execute()
+        log.warning("route %s of rule %s consumed too late for its call; put back", row and row["caller_key"],
+                    row and row["rule"])
 
     @_healing
     def record(self, rule: RuleView, decision: Decision, call_uuid: str | None) -> None:
@@ -223,6 +236,5 @@ def _audit_row(rule: RuleView, decision: Decision, result: str, call_uuid: str |
             "destination": decision.destination, "result": result, "call_uuid": call_uuid}
 
 
-def _audit(rule: RuleView, decision: Decision, result: str, call_uuid: str | None,
-           at: dt.datetime | None = None) -> None:
-    Audit.insert(_audit_row(rule, decision, result, call_uuid, at)).execute()
+def _audit(rule: RuleView, decision: Decision, result: str, call_uuid: str | None) -> None:
+    Audit.insert(_audit_row(rule, decision, result, call_uuid)).execute()
