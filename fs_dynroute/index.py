@@ -22,7 +22,7 @@ from gevent.threadpool import ThreadPool
 
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.models import utcnow
-from fs_dynroute.store import ChangeFeed, DeadlineExceeded, RouteRow, SQLStore, key_candidates, route_target, rule_view
+from fs_dynroute.store import ChangeFeed, RouteRow, SQLStore, key_candidates, route_target, rule_view
 
 log = logging.getLogger(__name__)
 
@@ -265,13 +265,9 @@ class IndexedStore:
 
     def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None,
                 deadline: float | None = None) -> bool:
-        try:
-            removed = self.offload(self.sql.consume, rule, decision, call_uuid, deadline)
-        except DeadlineExceeded:
-            raise
-        except Exception as exc:
-            self.outage.failed(exc)
-            raise
+        # A failed consume (a lock held past the deadline, say) costs that call its record and is
+        # logged with it; whether the database is reachable is the poller's to say.
+        removed = self.offload(self.sql.consume, rule, decision, call_uuid, deadline)
         if decision.route is not None:
             self.routes.get(rule.id, {}).pop(decision.route.key, None)  # gone either way
         return removed

@@ -145,7 +145,7 @@ class SQLStore:
                 deadline: float | None = None) -> bool:
         assert decision.route is not None
         late = lambda: deadline is not None and time.monotonic() > deadline  # noqa: E731
-        with self.db.atomic():
+        with self._write_transaction():
             row = Route.select().where(Route.id == decision.route.id).dicts().first()
             removed = Route.delete().where(Route.id == decision.route.id).execute() == 1
             audit_id = Audit.insert(_audit_row(rule, decision, "consumed", call_uuid)).execute() if removed else None
@@ -155,6 +155,11 @@ class SQLStore:
             self._restore(row, audit_id)
             raise DeadlineExceeded("committed after the call's deadline; the record was put back")
         return removed
+
+    def _write_transaction(self) -> pw._atomic:
+        """A transaction that will write: on SQLite it takes the write lock first (BEGIN IMMEDIATE), so it
+        waits for another writer instead of failing when its read snapshot cannot be upgraded."""
+        return self.db.atomic("IMMEDIATE") if isinstance(self.db, pw.SqliteDatabase) else self.db.atomic()
 
     def _restore(self, row: dict[str, object] | None, audit_id: int | None) -> None:
         """Undo a consume whose caller was not sent to the record: the record waits for the next call."""

@@ -21,11 +21,11 @@ from fs_dynroute.store import SQLStore
 def nodes(db: pw.Database, db_url: str) -> Iterator[tuple[IndexedStore, IndexedStore]]:
     """Two servers' indexes over one database, as two fs_dynroute nodes would hold them."""
     demo.load()
-    stores = [IndexedStore(SQLStore(open_database(db_url, pooled=True)), poll_interval=60, bulk_changes=100)
-              for _ in range(2)]
+    # Each has its own memory, which is what is under test; in one process they share the database handle,
+    # since the models reach the database through one process-wide proxy.
+    stores = [IndexedStore(SQLStore(db), poll_interval=60, bulk_changes=100) for _ in range(2)]
     for store in stores:
         store.reload()
-    SQLStore(db)  # the models go back to the test's own connection
     yield stores[0], stores[1]
     for store in stores:
         store.stop()
