@@ -9,8 +9,9 @@ FreeSWITCH waits forever after ``connect``, so a stalled session would be a sile
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import gevent
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 RECV_SIZE = 65536
 _NOT_REPLIES = ("text/event-", "log/")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Channel:
     rule_name: str | None
 
     @classmethod
-    def from_headers(cls, headers: dict[str, str]) -> Channel:
+    def from_headers(cls, headers: Mapping[str, str]) -> Channel:
         return cls(uuid=headers.get("Unique-ID", ""), caller_id=headers.get("Caller-Caller-ID-Number", ""),
                    destination_number=headers.get("Caller-Destination-Number", ""),
                    rule_name=headers.get("variable_dynroute_rule") or None)
@@ -129,6 +131,11 @@ def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision
     ms = (time.monotonic() - started) * 1000
     reached = decision.destination if decision and outcome in ("sent", "done") else "(dialplan default)"
     log.info("call uuid=%s caller=%s rule=%s key=%s result=%s dest=%s outcome=%s ms=%.2f",
-             channel.uuid if channel else "-", channel.caller_id if channel else "-",
+             _printable(channel.uuid) if channel else "-", _printable(channel.caller_id) if channel else "-",
              rule.name if rule else "-", decision.key if decision and decision.key else "-",
              decision.result.value if decision else "-", reached, outcome, ms)
+
+
+def _printable(text: str) -> str:
+    """Caller-supplied text with control characters escaped: a ``%0A`` in a caller ID must not forge log lines."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)

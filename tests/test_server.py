@@ -218,3 +218,13 @@ class write_locked:
     def __exit__(self, *exc: object) -> None:
         self.release.set()
         self.thread.join(5)
+
+
+def test_a_newline_in_the_caller_id_cannot_forge_a_log_line(server: DynrouteServer,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fs_dynroute")
+    outcome = call(server, "+15559999999\ncall uuid=forged caller=+15551111111")
+    assert outcome.target == NO_MATCH
+    settle(server)  # the session logs after it has closed the socket
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("call ")]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\\n" in lines[0]
