@@ -23,8 +23,9 @@ from fs_dynroute.store import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = ("127.0.0.1", 8084)
-# Time kept back from the deadline for telling FreeSWITCH the target once a route is consumed.
-SEND_RESERVE = 0.05
+# Time kept back from the deadline for telling FreeSWITCH the target once a route is consumed
+# (and for the event loop to get back to the call on a busy machine).
+SEND_RESERVE = 0.1
 
 
 class StoreRouter:

@@ -35,16 +35,21 @@ class ServeProcess:
             for line in self.proc.stdout:
                 self.log.append(line)
                 if "listening on" in line:
-                    return
+                    break
+            else:
+                raise AssertionError(f"server did not start: {''.join(self.log)}")
         finally:
             watchdog.cancel()
-        raise AssertionError(f"server did not start: {''.join(self.log)}")
+        # Keep reading: a server whose log pipe fills up would block on its next log line.
+        self.reader = threading.Thread(target=lambda: self.log.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
 
     def stop(self) -> tuple[int, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=10)
-        return self.proc.returncode, "".join(self.log) + out
+        self.proc.wait(timeout=10)
+        self.reader.join(timeout=5)
+        return self.proc.returncode, "".join(self.log)
 
 
 @pytest.fixture
