@@ -55,6 +55,7 @@ class DynrouteServer:
         self.max_sessions = max_sessions
         self.decision_timeout = decision_timeout
         self.sessions = Pool()  # unbounded: capacity is enforced by refusing, never by queueing
+        self.live = 0  # sessions running now
         self.server = StreamServer(listen, self._handle, spawn=self.sessions, backlog=backlog)
 
     @property
@@ -62,12 +63,18 @@ class DynrouteServer:
         return self.server.address[:2]
 
     def _handle(self, sock: Any, address: tuple[str, int]) -> None:
-        if len(self.sessions) > self.max_sessions:  # this greenlet is already counted
+        # Counted here, not by len(self.sessions): the pool forgets a finished greenlet only later,
+        # in a callback, and under load would count dead sessions as live ones.
+        if self.live >= self.max_sessions:
             sock.close()
             log.warning("over capacity (%d sessions): call from %s:%d sent to the dialplan default",
                         self.max_sessions, *address[:2])
             return
-        run_session(sock, self.router, self.decision_timeout)
+        self.live += 1
+        try:
+            run_session(sock, self.router, self.decision_timeout)
+        finally:
+            self.live -= 1
 
     def start(self) -> None:
         self.server.start()
@@ -104,6 +111,6 @@ class DynrouteServer:
         self.start()
         stopping.wait()
         self.stop_listening()
-        log.info("signal received: no new calls; finishing %d in flight", len(self.sessions))
+        log.info("signal received: no new calls; finishing %d in flight", self.live)
         self.stop()
         log.info("stopped")

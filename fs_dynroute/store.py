@@ -223,16 +223,41 @@ class ChangeFeed:
 
     @_healing
     def record_many(self, uses: list[tuple[RuleView, Decision, str | None, dt.datetime]]) -> None:
-        """Use counts and audit rows for many calls in one transaction (the server batches them)."""
+        """Use counts and audit rows for many calls in one transaction (the server batches them).
+
+        Plain SQL with fixed text: this runs every poll in a worker thread that holds the GIL while
+        it builds statements, so it must be cheap, and the driver must see the same few statements
+        (sqlite3 caches each distinct one, and a multi-row INSERT of every batch size would grow memory).
+        """
+        counts: dict[int, int] = {}
+        for _, decision, _, _ in uses:
+            if decision.route is not None and decision.result.value == "match":
+                counts[decision.route.id] = counts.get(decision.route.id, 0) + 1
+        now = Route.last_used.db_value(utcnow())
+        audit = [(Audit.at.db_value(at), rule.name, d.key or "", d.destination, d.result.value, uuid)
+                 for rule, d, uuid, at in uses]
+        p = self.db.param
         with self.db.atomic():
-            counts: dict[int, int] = {}
-            for _, decision, _, _ in uses:
-                if decision.route is not None and decision.result.value == "match":
-                    counts[decision.route.id] = counts.get(decision.route.id, 0) + 1
-            now = utcnow()
-            for route_id, n in counts.items():
-                Route.update(use_count=Route.use_count + n, last_used=now).where(Route.id == route_id).execute()
-            Audit.insert_many([_audit_row(rule, d, d.result.value, uuid, at) for rule, d, uuid, at in uses]).execute()
+            cursor = self.db.cursor()
+            cursor.executemany(f"UPDATE dynroute_route SET use_count = use_count + {p}, last_used = {p} "
+                               f"WHERE id = {p}", [(n, now, route_id) for route_id, n in counts.items()])
+            _insert_rows(cursor, p, "dynroute_audit",
+                         ("at", "rule_name", "caller_key", "destination", "result", "call_uuid"), audit)
+
+
+_INSERT_CHUNK = 200
+
+
+def _insert_rows(cursor: Any, param: str, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Multi-row INSERTs of a fixed size, then single rows for the rest: two statements whatever the count."""
+    one = "(" + ", ".join([param] * len(columns)) + ")"
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    whole = len(rows) - len(rows) % _INSERT_CHUNK
+    for start in range(0, whole, _INSERT_CHUNK):
+        cursor.execute(head + ", ".join([one] * _INSERT_CHUNK),
+                       [v for row in rows[start:start + _INSERT_CHUNK] for v in row])
+    if rows[whole:]:
+        cursor.executemany(head + one, rows[whole:])
 
 
 def _audit_row(rule: RuleView, decision: Decision, result: str, call_uuid: str | None,
