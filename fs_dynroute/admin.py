@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import peewee as pw
 
 from fs_dynroute.callerid import MAX_DIGITS, CallerIDError, stored_key
-from fs_dynroute.destinations import CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_transfer
+from fs_dynroute.destinations import (CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_rule_name,
+                                      validate_transfer)
 from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, utcnow
 
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_+*#.@\-]{1,100}")
@@ -125,9 +126,10 @@ def _apply(rule: Rule, spec: RuleSpec) -> Rule:
 
 
 def add_rule(name: str, spec: RuleSpec) -> Rule:
-    check_text("name", name, 100)
-    if not name.strip():
-        raise UserError("name: must not be empty")
+    try:
+        validate_rule_name(name)
+    except DestinationError as exc:
+        raise UserError(f"name: {exc}") from None
     if Rule.select().where(Rule.name == name).exists():
         raise UserError(f"name: rule {name!r} already exists")
     for field, value in (("source", spec.source), ("digits", spec.digits_match),

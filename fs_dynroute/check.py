@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 from fs_dynroute.admin import SOURCE_PATTERN
 from fs_dynroute.callerid import MAX_DIGITS
-from fs_dynroute.destinations import CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_transfer
+from fs_dynroute.destinations import (CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_rule_name,
+                                      validate_transfer)
 from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule
 
 
@@ -36,6 +37,10 @@ def rule_problems(names: dict[str, str], context: str) -> Iterator[str]:
     enabled_sources: dict[str, str] = {}
     for r in Rule.select().order_by(Rule.id):
         where = f"rule {r.id} ({r.name!r})"
+        try:
+            validate_rule_name(r.name or "")
+        except DestinationError as exc:
+            yield f"{where}: {exc}"
         if not SOURCE_PATTERN.fullmatch(r.source or ""):
             yield f"{where}: source {r.source!r} is not 1-100 of letters, digits and _+*#.@-"
         if not 1 <= (r.digits_match or 0) <= MAX_DIGITS:

@@ -221,7 +221,12 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
         raise admin.UserError(str(exc)) from None
     with opened(args, write=False) as db:
         store = SQLStore(db, args.default_context)
-        rules = [store.rule_for(name=r.name) for r in Rule.select().where(Rule.enabled).order_by(Rule.source)]
+        rules = []
+        for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
+            try:
+                rules.append(store.rule_for(name=row.name))
+            except DestinationError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
+                print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
     sys.stdout.write(render(rules, servers, args.context))
     return 0
 

@@ -57,6 +57,19 @@ def resolve(dest: str, names: Mapping[str, str], default_context: str) -> str:
     return validate_transfer(dest)
 
 
+# A rule name travels to FreeSWITCH inside `set dynroute_rule=<name>` (dialplan and server), and `set`
+# expands ${...}, including API calls such as ${system(...)}: no $, braces, quotes or control characters.
+RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:;@#+()/-]{0,99}")
+
+
+def validate_rule_name(name: str) -> str:
+    """Check a rule name; raises DestinationError saying what is allowed."""
+    if not RULE_NAME.fullmatch(name):
+        raise DestinationError(f"rule name {name!r} must be 1-100 of letters, digits, spaces and _.,:;@#+()/- "
+                               "starting with a letter or digit (it is sent to FreeSWITCH, which expands ${...})")
+    return name
+
+
 def validate_name(name: str) -> str:
     """Check a destination name as given to ``dest add``."""
     if not is_name(name) or name == DYNAMIC:

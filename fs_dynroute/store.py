@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import peewee as pw
 
 from fs_dynroute.decision import Decision, RouteView, RuleView
-from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve
+from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve, validate_rule_name
 from fs_dynroute.models import Audit, Change, Destination, Route, Rule, database, utcnow
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class Store(Protocol):
 
 
 def rule_view(rule: Rule, names: dict[str, str], default_context: str) -> RuleView:
-    """A Rule row as the call path sees it; raises DestinationError if its destinations are unusable."""
+    """A Rule row as the call path sees it; raises DestinationError if its name or destinations are unusable."""
+    validate_rule_name(rule.name)
     match = None if rule.match_destination == DYNAMIC else resolve(rule.match_destination, names, default_context)
     return RuleView(
         id=rule.id, name=rule.name, source=rule.source, digits_match=rule.digits_match,

@@ -58,3 +58,22 @@ def test_check_reports_every_bad_row_and_exits_non_zero(db: pw.Database, db_url:
                      "source '5550100' is also served by enabled rule 'Customer Routing'"]:
         assert expected in out, (expected, out)
     assert out.strip().splitlines()[-1] == "10 problems in 2 rules, 7 routes, 2 destinations"
+
+
+def test_a_rule_name_that_freeswitch_would_expand_never_reaches_it(db: pw.Database, db_url: str) -> None:
+    """`set` expands ${...} (even ${system(...)}): such a name is refused, ignored, left out and reported."""
+    cli = CLI(db_url)
+    demo.load()
+    evil = "${system(touch /tmp/owned)}"
+    refused = cli("rule", "add", evil, "--source", "5550200", "--digits", "10", "--nomatch-dest", "main-ivr", ok=False)
+    assert refused.returncode == 2 and "name:" in refused.stderr
+    db.execute_sql("INSERT INTO dynroute_rule (name, source, digits_match, match_destination, no_match_destination, "
+                   "delete_after_use, enabled, match_mode, created_at, updated_at) VALUES "
+                   f"({db.param}, '5550200', 10, 'dynamic', 'main-ivr', FALSE, TRUE, 'exact', "
+                   "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)", (evil,))
+    plan = cli("dialplan")
+    assert "${system" not in plan.stdout and "5550100" in plan.stdout and "left out" in plan.stderr
+    assert "rule name '${system(touch /tmp/owned)}' must be" in cli("check", ok=False).stdout
+    with running_server(db_url) as server:
+        outcome = place_call(dialplan_for(server, NO_MATCH), "+15551111111", "5550200")
+    assert outcome.target == NO_MATCH and "dynroute_rule" not in outcome.variables
