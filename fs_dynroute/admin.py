@@ -17,7 +17,7 @@ import peewee as pw
 from fs_dynroute.callerid import MAX_DIGITS, CallerIDError, stored_key
 from fs_dynroute.destinations import (CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_rule_name,
                                       validate_transfer)
-from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, utcnow
+from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, destination_map, utcnow
 
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_+*#.@\-]{1,100}")
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -39,11 +39,6 @@ class RuleSpec:
     delete_after_use: bool | None = None
     prefix: bool | None = None
     enabled: bool | None = None
-
-
-def names() -> dict[str, str]:
-    """Named destinations, name -> transfer argument."""
-    return {d.name: d.transfer for d in Destination.select()}
 
 
 def check_text(field: str, value: str, max_length: int) -> str:
@@ -91,7 +86,7 @@ def get_rule(name: str) -> Rule:
 
 
 def _apply(rule: Rule, spec: RuleSpec) -> Rule:
-    known = names()
+    known = destination_map()
     if spec.source is not None:
         if not SOURCE_PATTERN.fullmatch(spec.source):
             raise UserError(f"source: {spec.source!r} must be 1-100 of letters, digits and _+*#.@-")
@@ -224,7 +219,7 @@ def db_value(field: pw.Field, value: object) -> object:
 
 def add_route(rule_name: str, caller_id: str, destination: str, notes: str = "", expires: str = "") -> RouteRow:
     rule = get_rule(rule_name)
-    row = validate_route(rule, caller_id, destination, notes, expires, names())
+    row = validate_route(rule, caller_id, destination, notes, expires, destination_map())
     upsert_routes(rule, [row])
     return row
 

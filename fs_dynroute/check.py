@@ -13,7 +13,7 @@ from fs_dynroute.admin import SOURCE_PATTERN
 from fs_dynroute.callerid import MAX_DIGITS
 from fs_dynroute.destinations import (CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_rule_name,
                                       validate_transfer)
-from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule
+from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, destination_map
 
 
 def _dest_problem(dest: str, names: dict[str, str], context: str) -> str | None:
@@ -86,7 +86,7 @@ def route_problems(names: dict[str, str], context: str) -> Iterator[str]:
 
 def problems(context: str) -> Iterator[str]:
     """Every problem in the database, one line each, destinations first, then rules, then routes."""
-    names = {d.name: d.transfer for d in Destination.select()}
+    names = destination_map()
     yield from destination_problems()
     yield from rule_problems(names, context)
     yield from route_problems(names, context)

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -16,13 +16,12 @@ import peewee as pw
 from fs_dynroute import __version__, admin, csvio, demo
 from fs_dynroute.database import DatabaseURLError, open_database
 from fs_dynroute.destinations import DestinationError
-from fs_dynroute.models import MODELS, Destination, Route, Rule, database
+from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.routing import route_call
 from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
 from fs_dynroute.store import SQLStore
 
 EXIT_USAGE = 2
-Handler = Callable[[argparse.Namespace], int]
 
 
 @contextmanager
@@ -140,7 +139,7 @@ def cmd_dest(args: argparse.Namespace) -> int:
             admin.delete_destination(args.name)
             print(f"destination {args.name!r} deleted")
         else:
-            rows = {d.name: d.transfer for d in Destination.select().order_by(Destination.name)}
+            rows = destination_map()
             emit(args, rows, [f"{k}\t{v}" for k, v in rows.items()] or ["no destinations"])
     return 0
 

@@ -10,8 +10,8 @@ import csv
 from collections.abc import Iterable
 from typing import TextIO, TypeVar
 
-from fs_dynroute.admin import RouteRow, UserError, names, upsert_routes, validate_route
-from fs_dynroute.models import Route, Rule, utcnow
+from fs_dynroute.admin import RouteRow, UserError, upsert_routes, validate_route
+from fs_dynroute.models import Route, Rule, destination_map, utcnow
 
 T = TypeVar("T")
 COLUMNS = ("caller_id", "destination", "notes", "expires_at")
@@ -37,7 +37,7 @@ def _is_header(cells: list[str]) -> bool:
 
 def parse(rule: Rule, stream: TextIO, progress: bool = False) -> list[RouteRow]:
     """Validate a whole CSV against ``rule``; raises RouteImportError listing every bad line."""
-    known, now, checked = names(), utcnow(), set()
+    known, now, checked = destination_map(), utcnow(), set()
     rows: list[RouteRow] = []
     first_line: dict[str, int] = {}
     problems: list[tuple[int, str]] = []

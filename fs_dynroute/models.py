@@ -99,4 +99,9 @@ class SchemaVersion(BaseModel):
         table_name = "dynroute_schema"
 
 
+def destination_map() -> dict[str, str]:
+    """Named destinations, name -> transfer argument, as every resolver needs them."""
+    return {d.name: d.transfer for d in Destination.select().order_by(Destination.name)}
+
+
 MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion)

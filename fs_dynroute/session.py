@@ -9,7 +9,6 @@ FreeSWITCH waits forever after ``connect``, so a stalled session would be a sile
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,13 +17,13 @@ import gevent
 from gevent import socket
 
 from fs_dynroute.decision import Decision, RuleView
+from fs_dynroute.destinations import CONTROL
 from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_command, exit_command, set_variable
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 65536
 _NOT_REPLIES = ("text/event-", "log/")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -145,4 +144,4 @@ def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision
 
 def _printable(text: str) -> str:
     """Caller-supplied text with control characters escaped: a ``%0A`` in a caller ID must not forge log lines."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)

@@ -18,7 +18,7 @@ import peewee as pw
 
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve, validate_rule_name
-from fs_dynroute.models import Audit, Change, Destination, Route, Rule, database, utcnow
+from fs_dynroute.models import Audit, Change, Route, Rule, database, destination_map, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,15 +119,12 @@ class SQLStore:
         self.db = db
         self.default_context = default_context
 
-    def names(self) -> dict[str, str]:
-        return {d.name: d.transfer for d in Destination.select()}
-
     @_healing
     def rule_for(self, *, name: str | None = None, source: str | None = None) -> RuleView | None:
         query = Rule.select()
         query = query.where(Rule.name == name) if name else query.where(Rule.source == source)
         row = query.order_by(Rule.enabled.desc(), Rule.id).first()
-        return rule_view(row, self.names(), self.default_context) if row else None
+        return rule_view(row, destination_map(), self.default_context) if row else None
 
     @_healing
     def lookup(self, rule: RuleView, key: str) -> RouteView | None:
@@ -138,7 +135,7 @@ class SQLStore:
         if not rows:
             return None
         best = max(rows, key=lambda r: len(r.caller_key))
-        return RouteView(best.id, best.caller_key, route_target(best.destination, self.names(), self.default_context),
+        return RouteView(best.id, best.caller_key, route_target(best.destination, destination_map(), self.default_context),
                          best.expires_at, best.notes)
 
     @_healing
@@ -177,7 +174,7 @@ class SQLStore:
             if decision.route is not None and decision.result.value == "match":
                 (Route.update(use_count=Route.use_count + 1, last_used=utcnow())
                  .where(Route.id == decision.route.id).execute())
-            _audit(rule, decision, decision.result.value, call_uuid)
+            Audit.insert(_audit_row(rule, decision, decision.result.value, call_uuid)).execute()
 
 
 class Snapshot(NamedTuple):
@@ -198,7 +195,7 @@ class ChangeFeed:
 
     @_healing
     def snapshot(self) -> Snapshot:
-        return Snapshot(list(Rule.select()), {d.name: d.transfer for d in Destination.select()})
+        return Snapshot(list(Rule.select()), destination_map())
 
     @_healing
     def last_change(self) -> int:
@@ -265,7 +262,3 @@ def _audit_row(rule: RuleView, decision: Decision, result: str, call_uuid: str |
                at: dt.datetime | None = None) -> dict[str, object]:
     return {"at": at or utcnow(), "rule_name": rule.name, "caller_key": decision.key or "",
             "destination": decision.destination, "result": result, "call_uuid": call_uuid}
-
-
-def _audit(rule: RuleView, decision: Decision, result: str, call_uuid: str | None) -> None:
-    Audit.insert(_audit_row(rule, decision, result, call_uuid)).execute()

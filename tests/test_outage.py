@@ -10,7 +10,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import gevent
@@ -21,7 +20,7 @@ from fs_dynroute import admin, demo
 from fs_dynroute.database import backend_of
 from tests.backends import BACKENDS, admin_connection
 from tests.fakeswitch import place_call
-from tests.serving import dialplan_for, refresh, running_server
+from tests.serving import dialplan_for, running_server
 
 NO_MATCH = "5000 XML default"
 
