@@ -1,12 +1,12 @@
 """A load generator that plays FreeSWITCH's SYNC outbound socket, many calls at once, in its own process.
 
 Each call is a real TCP connection to the server under test, with the bytes and reply sequence of the SYNC
-captures (``/work/shared/esl/sync/S18.repr``): it waits for ``connect``, sends the channel's connect reply
-(the capture's ~3.8 KB header block with this call's caller ID and UUID, exactly as ``tests.fakeswitch``
+captures (``fs_dynroute/fakeswitch/recordings/sync/S18.repr``): it waits for ``connect``, sends the channel's connect reply
+(the capture's ~3.8 KB header block with this call's caller ID and UUID, exactly as ``fs_dynroute.fakeswitch``
 builds it), answers each ``sendmsg`` with ``+OK`` (applying ``set`` to the call's variables), answers ``exit``
 with ``+OK bye`` plus the disconnect notice, and closes.
 
-The connect reply is recorded once from ``tests.fakeswitch.place_call`` itself (against a throwaway recording
+The connect reply is recorded once from ``fs_dynroute.fakeswitch.place_call`` itself (against a throwaway recording
 server in this process) and checked byte for byte against a second recording; per call only the caller ID
 and the UUID are substituted. The hot loop is plain non-blocking sockets on ``epoll`` (no gevent), because the
 load generator shares two cores with the server and must spend as little CPU per call as possible.
@@ -51,10 +51,10 @@ NL = b"\n"
 
 
 def _record(caller_id: str, uuid: str, destination: str, default_target: str) -> tuple[bytes, str]:
-    """The connect reply ``tests.fakeswitch`` sends for this call, and the host:port it was sent to."""
+    """The connect reply ``fs_dynroute.fakeswitch`` sends for this call, and the host:port it was sent to."""
     from gevent.server import StreamServer
 
-    from tests.fakeswitch import Dialplan, place_call
+    from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 
     got: dict[str, bytes] = {}
 
@@ -432,10 +432,10 @@ def run(host: str, port: int, *, routes: int, concurrency: int = 50, rate: float
 
 
 def crosscheck(host: str, port: int, routes: int, calls: int = 20, seed: int = 99) -> list[str]:
-    """Place ``calls`` calls through ``tests.fakeswitch`` itself (the whole recommended dialplan) and compare
+    """Place ``calls`` calls through ``fs_dynroute.fakeswitch`` itself (the whole recommended dialplan) and compare
     where each ended with ``benchmarks.workload``'s expectation: proves the load generator's notion of a
     right call is the fake switch's. Returns the mismatches."""
-    from tests.fakeswitch import Dialplan, place_call
+    from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 
     dialplan = Dialplan.recommended(f"{host}:{port}", NO_MATCH_TARGET)
     stream = Calls(routes, 0.5, seed)
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-at", type=float, help="wall-clock time.time() to start at")
     parser.add_argument("--out", help="write the full results (with every latency) as JSON here")
     parser.add_argument("--crosscheck", type=int, metavar="N", help="instead of load: place N calls through "
-                        "tests.fakeswitch and check each ends where benchmarks.workload expects")
+                        "fs_dynroute.fakeswitch and check each ends where benchmarks.workload expects")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("load goes to loopback only")

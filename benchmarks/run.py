@@ -156,14 +156,14 @@ def loadgen(server: Server, s: Settings, *, check: bool, rate: float | None = No
 
 
 def crosscheck(server: Server, s: Settings, calls: int = 20) -> list[str]:
-    """A few calls through tests.fakeswitch itself, before the load: the fake and the load generator agree."""
+    """A few calls through fs_dynroute.fakeswitch itself, before the load: the fake and the load generator agree."""
     done = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--port", str(server.port), "--routes",
                            str(s.routes), "--crosscheck", str(calls)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     if done.returncode not in (0, 1):
         raise RuntimeError(f"crosscheck failed: {done.stderr[-2000:]}")
     mismatches = json.loads(done.stdout.strip().splitlines()[-1])["mismatches"]
-    print(f"  {server.name}: {calls} calls through tests.fakeswitch: "
+    print(f"  {server.name}: {calls} calls through fs_dynroute.fakeswitch: "
           f"{'all ended where expected' if not mismatches else f'{len(mismatches)} MISMATCHES, e.g. {mismatches[:2]}'}",
           flush=True)
     return mismatches
@@ -477,7 +477,7 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
     for key in ("fs_dynroute_server", "greenswitch_server", "mariadb_server"):
         srv = extra.get(key)
         if isinstance(srv, dict) and srv.get("crosscheck"):
-            lines.append(f"- {key.replace('_server', '')}: tests.fakeswitch calls that ended elsewhere than expected: "
+            lines.append(f"- {key.replace('_server', '')}: fs_dynroute.fakeswitch calls that ended elsewhere than expected: "
                          f"{srv['crosscheck']}")
     for key in ("fs_dynroute_server", "mariadb_server"):
         srv = extra.get(key)

@@ -12,14 +12,6 @@ from fs_dynroute.database import open_database
 from fs_dynroute.models import database
 from fs_dynroute.schema import initdb
 from tests.backends import BACKENDS, fresh_database
-from tests.captures import CAPTURE_DIR
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """The fake FreeSWITCH is built from the captures: without them, say where they were looked for."""
-    if not (CAPTURE_DIR / "sync" / "S18.repr").is_file():
-        pytest.exit(f"FreeSWITCH captures not found in {CAPTURE_DIR}: the repository expects ../shared/esl "
-                    "beside it, or set DYNROUTE_ESL_CAPTURES to their directory", returncode=3)
 
 
 @pytest.fixture(params=BACKENDS)

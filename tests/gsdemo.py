@@ -27,7 +27,7 @@ from greenswitch import esl as gsesl
 
 from fs_dynroute import esl
 from fs_dynroute.session import Channel
-from tests import captures, fakeswitch
+from fs_dynroute.fakeswitch import captures, switch as fakeswitch
 from tests.serving import live_greenlets, open_fds
 
 EVENT_CAPTURE = "async/a_transfer.repr"  # a loopback call's event-plain stream (async full socket)

@@ -13,7 +13,7 @@ from fs_dynroute.database import open_database
 from fs_dynroute.index import IndexedStore
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.store import SQLStore
-from tests.fakeswitch import Dialplan
+from fs_dynroute.fakeswitch.switch import Dialplan
 
 
 def open_fds() -> set[str]:

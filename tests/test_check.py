@@ -6,7 +6,7 @@ import peewee as pw
 
 from fs_dynroute import demo
 from fs_dynroute.models import Rule
-from tests.fakeswitch import place_call
+from fs_dynroute.fakeswitch.switch import place_call
 from tests.serving import dialplan_for, running_server
 from tests.test_cli import CLI
 

@@ -17,7 +17,7 @@ from fs_dynroute.esl import (
     Message,
     MessageReader,
 )
-from tests import captures
+from fs_dynroute.fakeswitch import captures
 
 try:
     from hypothesis import given, settings
@@ -25,7 +25,6 @@ try:
 except ImportError:  # pragma: no cover - hypothesis is optional
     given = None
 
-pytestmark = pytest.mark.skipif(not captures.CAPTURE_DIR.is_dir(), reason="ESL captures not available")
 
 ALL = captures.names("sync", "async")
 CAPTURE_LIMIT = 4 * 1024 * 1024  # whole captures fed at once; the default cap is for one call's live stream

@@ -15,10 +15,9 @@ from gevent.event import Event
 from gevent.server import StreamServer
 
 from fs_dynroute import esl
-from tests import captures
-from tests.fakeswitch import CallOutcome, Dialplan, FakeFreeSWITCH, main, place_call
+from fs_dynroute.fakeswitch import captures
+from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, FakeFreeSWITCH, main, place_call
 
-pytestmark = pytest.mark.skipif(not captures.CAPTURE_DIR.is_dir(), reason="ESL captures not available")
 
 DEFAULT = "9999 XML default"
 TARGET = "1001 XML default"

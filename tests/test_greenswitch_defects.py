@@ -38,7 +38,7 @@ from fs_dynroute.decision import Decision, RuleView
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.session import Channel, Router
 from fs_dynroute.store import SQLStore
-from tests.fakeswitch import CallOutcome, Dialplan, place_call
+from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
 from tests.gsdemo import (RawSwitch, captured_event, connect_reply, event_json, greenswitch_server,
                           routing_app)
 from tests.serving import live_greenlets, open_fds, running_server

@@ -19,7 +19,7 @@ import pytest
 from fs_dynroute import admin, demo
 from fs_dynroute.database import backend_of
 from tests.backends import BACKENDS, admin_connection
-from tests.fakeswitch import place_call
+from fs_dynroute.fakeswitch.switch import place_call
 from tests.serving import dialplan_for, running_server
 
 NO_MATCH = "5000 XML default"

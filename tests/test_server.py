@@ -22,7 +22,7 @@ from fs_dynroute.dialplan import render
 from fs_dynroute.models import Audit, Route
 from fs_dynroute.server import DynrouteServer
 from fs_dynroute.store import SQLStore
-from tests.fakeswitch import Dialplan, place_call
+from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from tests.serving import dialplan_for, flush, hosts, live_greenlets, open_fds, refresh, running_server, settle
 
 NO_MATCH = "5000 XML default"  # the demo rule's No Match Destination (main-ivr)

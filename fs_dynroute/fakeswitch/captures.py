@@ -1,7 +1,8 @@
 """Loads the byte-exact FreeSWITCH captures (``.repr`` files) that the ESL tests and the fake switch replay.
 
 Each line of a capture is ``<<< +T b'...'`` (bytes FreeSWITCH sent in one recv()), ``>>> +T b'...'`` (bytes the
-recording server sent) or ``### +T note``. Set ``DYNROUTE_ESL_CAPTURES`` to read them from another directory.
+recording server sent) or ``### +T note``. They ship with the package (``recordings/``, copied byte for byte
+from the project's ground truth, with a SHA256SUMS list that a test checks), so nothing outside it is read.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import ast
 import os
 from pathlib import Path
 
-CAPTURE_DIR = Path(
-    os.environ.get("DYNROUTE_ESL_CAPTURES") or Path(__file__).resolve().parents[2] / "shared" / "esl"
-)
+CAPTURE_DIR = Path(__file__).resolve().parent / "recordings"
 
 RECEIVED = "<<<"  # FreeSWITCH -> server
 SENT = ">>>"  # server -> FreeSWITCH

@@ -1,10 +1,10 @@
 """A fake FreeSWITCH: runs one call through a dialplan and drives our outbound socket server as the captures show.
 
 Built on ``gevent.socket``, so it runs in the same process as a gevent server (tests) and on its own (a
-benchmark in another process, or ``python -m tests.fakeswitch``). It speaks through ``fs_dynroute.esl`` from
+benchmark in another process, or ``python -m fs_dynroute.fakeswitch.switch``). It speaks through ``fs_dynroute.esl`` from
 FreeSWITCH's side: :class:`~fs_dynroute.esl.CommandReader` for what the server sends, the encoders for replies.
 
-What is modelled, each from a capture (``/work/shared/esl``) or from mod_event_socket's source:
+What is modelled, each from a capture (``fs_dynroute/fakeswitch/recordings``) or from mod_event_socket's source:
 
 * ``socket host:port[|host:port...]`` tries each host in turn; a refused connection moves on at once, none
   left means the dialplan continues. ``async``/``full`` in the data select those modes.
@@ -42,7 +42,7 @@ from functools import lru_cache
 from gevent import socket as gsocket
 
 from fs_dynroute import esl
-from tests import captures
+from fs_dynroute.fakeswitch import captures
 
 DEFAULT_TEMPLATE = "sync/S18.repr"
 DEFAULT_CALLER_NUMBER = "0000000000"  # what FreeSWITCH sends when the caller ID is empty or not set
@@ -668,9 +668,9 @@ class FakeFreeSWITCH:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tests.fakeswitch --hosts 127.0.0.1:8084 --caller +15551111111 --dest 5550100
+    """``python -m fs_dynroute.fakeswitch.switch --hosts 127.0.0.1:8084 --caller +15551111111 --dest 5550100
     --default '5000 XML default'``: place one call, print its outcome as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fakeswitch", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fs_dynroute.fakeswitch.switch", description=main.__doc__)
     parser.add_argument("--hosts", default=f"127.0.0.1:{DEFAULT_PORT}", help="socket data: host:port[|host:port]")
     parser.add_argument("--caller", default=None, help="caller ID number (omit for none)")
     parser.add_argument("--dest", default="5550100", help="destination number")
