@@ -34,11 +34,11 @@ def _sql_store(url: str) -> Any:
 
 
 def _indexed_store(url: str) -> Any:
-    """As ``fs-dynroute serve`` builds it: an SQLStore on a pooled database, loaded into memory."""
-    from fs_dynroute.index import IndexedStore
-    from fs_dynroute.store import SQLStore
+    """As ``fs-dynroute serve`` builds it (the service's store, with serve's defaults), loaded into memory."""
+    from fs_dynroute.config import ServeConfig
+    from fs_dynroute.service import Service
 
-    store = IndexedStore(SQLStore(open_database(url, pooled=True)))
+    store = Service(ServeConfig(db=url)).store
     store.start()
     return store
 

@@ -7,18 +7,18 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator
 
 import peewee as pw
 
 from fs_dynroute import __version__, admin, csvio, demo
+from fs_dynroute.config import BY_NAME, SETTINGS, ConfigError, ServeConfig, check_context, resolve
 from fs_dynroute.database import DatabaseURLError, open_database
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.routing import route_call
-from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
+from fs_dynroute.schema import initdb, schema_sql
 from fs_dynroute.store import SQLStore
 
 EXIT_USAGE = 2
@@ -57,18 +57,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _spec(args: argparse.Namespace) -> admin.RuleSpec:
-    flag = lambda on, off: True if on else (False if off else None)  # noqa: E731
     return admin.RuleSpec(
         source=args.source, digits_match=args.digits, no_match_destination=args.nomatch_dest,
-        match_destination=args.match_dest, delete_after_use=flag(args.delete_after_use, args.keep_after_use),
-        prefix=flag(args.prefix, args.exact), enabled=flag(args.enabled, args.disabled))
+        match_destination=args.match_dest, delete_after_use=args.delete_after_use, prefix=args.prefix,
+        enabled=args.enabled)
 
 
-def rule_dict(rule: Rule) -> dict[str, object]:
+def rule_dict(rule: Rule, routes: int) -> dict[str, object]:
     return {"name": rule.name, "source": rule.source, "digits_match": rule.digits_match,
             "match_mode": rule.match_mode, "match_destination": rule.match_destination,
             "no_match_destination": rule.no_match_destination, "delete_after_use": bool(rule.delete_after_use),
-            "enabled": bool(rule.enabled), "routes": Route.select().where(Route.rule == rule).count(),
+            "enabled": bool(rule.enabled), "routes": routes,
             "created_at": rule.created_at, "updated_at": rule.updated_at}
 
 
@@ -79,68 +78,114 @@ def _rule_line(r: dict[str, object]) -> str:
             f"{'enabled' if r['enabled'] else 'DISABLED'} routes={r['routes']}")
 
 
-def cmd_rule(args: argparse.Namespace) -> int:
-    with opened(args, write=args.action not in ("list", "show")):
-        if args.action == "add":
-            admin.add_rule(args.name, _spec(args))
-            print(f"rule {args.name!r} added")
-        elif args.action in ("edit", "enable", "disable"):
-            spec = _spec(args) if args.action == "edit" else admin.RuleSpec(enabled=args.action == "enable")
-            admin.edit_rule(args.name, spec)
-            print(f"rule {args.name!r} {args.action + 'd' if args.action != 'edit' else 'updated'}")
-        elif args.action == "delete":
-            print(f"rule {args.name!r} deleted with {admin.delete_rule(args.name)} routes")
-        elif args.action == "show":
-            r = rule_dict(admin.get_rule(args.name))
-            emit(args, r, [f"{k}: {v}" for k, v in r.items()])
-        else:
-            rules = [rule_dict(r) for r in Rule.select().order_by(Rule.name)]
-            emit(args, rules, [_rule_line(r) for r in rules] or ["no rules"])
+def cmd_rule_add(args: argparse.Namespace) -> int:
+    with opened(args):
+        admin.add_rule(args.name, _spec(args))
+    print(f"rule {args.name!r} added")
     return 0
 
 
-def cmd_route(args: argparse.Namespace) -> int:
-    with opened(args, write=args.action not in ("list", "export")):
-        if args.action == "add":
-            row = admin.add_route(args.rule, args.caller_id, args.dest or "", args.notes, args.expires or "")
-            print(f"route {row.caller_key} -> {row.destination or '(rule match destination)'} saved")
-        elif args.action == "delete":
-            admin.delete_route(args.rule, args.caller_id)
-            print("route deleted")
-        elif args.action == "import":
-            rule = admin.get_rule(args.rule)
-            with open(args.file, newline="", encoding="utf-8-sig") as f:
-                count = csvio.import_routes(rule, f, replace=args.replace, progress=sys.stdout.isatty())
-            print(f"{count} routes imported into {args.rule!r}" + (" (replacing all others)" if args.replace else ""))
-        elif args.action == "export":
-            rule = admin.get_rule(args.rule)
-            if args.file in (None, "-"):
-                csvio.export_routes(rule, sys.stdout)
-            else:
-                with open(args.file, "w", newline="", encoding="utf-8") as f:
-                    print(f"{csvio.export_routes(rule, f)} routes exported to {args.file}", file=sys.stderr)
-        else:
-            rule = admin.get_rule(args.rule)
-            rows = [{"caller_id": r.caller_key, "destination": r.destination, "notes": r.notes,
-                     "expires_at": r.expires_at, "use_count": r.use_count, "last_used": r.last_used}
-                    for r in Route.select().where(Route.rule == rule).order_by(Route.caller_key)]
-            emit(args, rows, [f"{r['caller_id']}\t{r['destination'] or '-'}\t{r['notes']}"
-                              f"{'  expires ' + str(r['expires_at']) if r['expires_at'] else ''}"
-                              f"\tused {r['use_count']}" for r in rows] or ["no routes"])
+def cmd_rule_edit(args: argparse.Namespace) -> int:
+    with opened(args):
+        admin.edit_rule(args.name, _spec(args))
+    print(f"rule {args.name!r} updated")
     return 0
 
 
-def cmd_dest(args: argparse.Namespace) -> int:
-    with opened(args, write=args.action != "list"):
-        if args.action == "add":
-            admin.add_destination(args.name, args.transfer)
-            print(f"destination {args.name!r} = {args.transfer!r}")
-        elif args.action == "delete":
-            admin.delete_destination(args.name)
-            print(f"destination {args.name!r} deleted")
+def cmd_rule_switch(args: argparse.Namespace) -> int:
+    """``rule enable`` and ``rule disable``: the leaf sets ``enabled``."""
+    with opened(args):
+        admin.edit_rule(args.name, admin.RuleSpec(enabled=args.enabled))
+    print(f"rule {args.name!r} {'enabled' if args.enabled else 'disabled'}")
+    return 0
+
+
+def cmd_rule_delete(args: argparse.Namespace) -> int:
+    with opened(args):
+        print(f"rule {args.name!r} deleted with {admin.delete_rule(args.name)} routes")
+    return 0
+
+
+def cmd_rule_show(args: argparse.Namespace) -> int:
+    with opened(args, write=False):
+        rule = admin.get_rule(args.name)
+        r = rule_dict(rule, Route.select().where(Route.rule == rule).count())
+    emit(args, r, [f"{k}: {v}" for k, v in r.items()])
+    return 0
+
+
+def cmd_rule_list(args: argparse.Namespace) -> int:
+    with opened(args, write=False):
+        counts = dict(Route.select(Route.rule, pw.fn.COUNT(Route.id)).group_by(Route.rule).tuples())
+        rules = [rule_dict(r, counts.get(r.id, 0)) for r in Rule.select().order_by(Rule.name)]
+    emit(args, rules, [_rule_line(r) for r in rules] or ["no rules"])
+    return 0
+
+
+def cmd_route_add(args: argparse.Namespace) -> int:
+    with opened(args):
+        row = admin.add_route(args.rule, args.caller_id, args.dest or "", args.notes, args.expires or "")
+    print(f"route {row.caller_key} -> {row.destination or '(rule match destination)'} saved")
+    return 0
+
+
+def cmd_route_delete(args: argparse.Namespace) -> int:
+    with opened(args):
+        admin.delete_route(args.rule, args.caller_id)
+    print("route deleted")
+    return 0
+
+
+def cmd_route_import(args: argparse.Namespace) -> int:
+    with opened(args):
+        rule = admin.get_rule(args.rule)
+        with open(args.file, newline="", encoding="utf-8-sig") as f:
+            count = csvio.import_routes(rule, f, replace=args.replace, progress=sys.stdout.isatty())
+    print(f"{count} routes imported into {args.rule!r}" + (" (replacing all others)" if args.replace else ""))
+    return 0
+
+
+def cmd_route_export(args: argparse.Namespace) -> int:
+    with opened(args, write=False):
+        rule = admin.get_rule(args.rule)
+        if args.file in (None, "-"):
+            csvio.export_routes(rule, sys.stdout)
         else:
-            rows = destination_map()
-            emit(args, rows, [f"{k}\t{v}" for k, v in rows.items()] or ["no destinations"])
+            with open(args.file, "w", newline="", encoding="utf-8") as f:
+                print(f"{csvio.export_routes(rule, f)} routes exported to {args.file}", file=sys.stderr)
+    return 0
+
+
+def cmd_route_list(args: argparse.Namespace) -> int:
+    with opened(args, write=False):
+        rule = admin.get_rule(args.rule)
+        rows = [{"caller_id": r.caller_key, "destination": r.destination, "notes": r.notes,
+                 "expires_at": r.expires_at, "use_count": r.use_count, "last_used": r.last_used}
+                for r in Route.select().where(Route.rule == rule).order_by(Route.caller_key)]
+    emit(args, rows, [f"{r['caller_id']}\t{r['destination'] or '-'}\t{r['notes']}"
+                      f"{'  expires ' + str(r['expires_at']) if r['expires_at'] else ''}"
+                      f"\tused {r['use_count']}" for r in rows] or ["no routes"])
+    return 0
+
+
+def cmd_dest_add(args: argparse.Namespace) -> int:
+    with opened(args):
+        admin.add_destination(args.name, args.transfer)
+    print(f"destination {args.name!r} = {args.transfer!r}")
+    return 0
+
+
+def cmd_dest_delete(args: argparse.Namespace) -> int:
+    with opened(args):
+        admin.delete_destination(args.name)
+    print(f"destination {args.name!r} deleted")
+    return 0
+
+
+def cmd_dest_list(args: argparse.Namespace) -> int:
+    with opened(args, write=False):
+        rows = destination_map()
+    emit(args, rows, [f"{k}\t{v}" for k, v in rows.items()] or ["no destinations"])
     return 0
 
 
@@ -171,44 +216,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
-def _listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
-    return host.strip("[]"), int(port)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fs_dynroute.index import IndexedStore  # gevent only where it serves
-    from fs_dynroute.server import DynrouteServer, StoreRouter
+    from fs_dynroute.service import Service  # gevent only where it serves
 
-    db = open_database(args.db, pooled=True, max_connections=args.db_threads + 2,
-                       busy_timeout=args.decision_timeout)
-    sql = SQLStore(db, args.default_context)
-    check_schema(db)
-    store = IndexedStore(sql, threads=args.db_threads,
-                         poll_interval=args.poll_interval, stale_after=args.stale_after)
-    store.start()
-    server = DynrouteServer(StoreRouter(store), listen=args.listen, max_sessions=args.max_sessions,
-                            decision_timeout=args.decision_timeout)
-    try:
-        server.serve_until_signalled()
-    finally:
-        store.stop()
+    Service(ServeConfig.load(vars(args), os.environ)).serve_until_signalled()
     return 0
-
-
-def check_schema(db: pw.Database) -> None:
-    """Refuse to serve an old or missing schema; a database that is merely down is the index's business."""
-    try:
-        with db.connection_context():
-            version = stored_version(db)
-    except pw.OperationalError:
-        return  # unreachable now: serve, send calls to No Match, and keep trying
-    if version is None or version < CURRENT_VERSION:
-        found = "no fs_dynroute schema" if version is None else f"schema version {version}"
-        raise admin.UserError(f"database has {found}, this fs_dynroute needs {CURRENT_VERSION}: "
-                              "run 'fs-dynroute initdb' first")
 
 
 def cmd_dialplan(args: argparse.Namespace) -> int:
@@ -230,114 +242,152 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="database URL, e.g. sqlite:///routes.db, mysql://user@host/db, "
-                        "postgresql://user@host/db (default: $DYNROUTE_DB, else the per-user SQLite file)")
-    common.add_argument("--default-context", default=os.environ.get("DYNROUTE_CONTEXT", "default"),
-                        help="dialplan context for bare extensions such as 1001 (default: $DYNROUTE_CONTEXT or 'default')")
-    as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print JSON")
+class Commands:
+    """The sub-command tree. A builder adds its commands with :meth:`group` and :meth:`leaf`."""
 
-    parser = argparse.ArgumentParser(prog="fs-dynroute", description="Caller-ID dynamic routing for FreeSWITCH.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    sub = parser.add_subparsers(dest="command", required=True)
+    def __init__(self, sub: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
+        self.sub = sub
+        self.common = common
 
-    p = sub.add_parser("initdb", parents=[common], help="create or upgrade the schema (idempotent)")
+    def group(self, name: str, help: str) -> Commands:
+        """A command with sub-commands of its own (``rule add``, ``rule list``...)."""
+        parser = self.sub.add_parser(name, help=help)
+        return Commands(parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True),
+                        self.common)
+
+    def leaf(self, name: str, func: Callable[[argparse.Namespace], int], *, help: str | None = None,
+             json: bool = False) -> argparse.ArgumentParser:
+        """A command that runs ``func(args)``; it takes the global options too, and ``--json`` if asked."""
+        parser = self.sub.add_parser(name, parents=self.common, help=help, description=help)
+        if json:
+            parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(func=func)
+        return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """``--db``, ``--default-context`` and ``-v``: the same before the command and after it.
+
+    After the command their defaults are SUPPRESS, so that leaving them out there never undoes
+    what was given before the command.
+    """
+    unset = argparse.SUPPRESS if after_command else None
+    group = parser.add_argument_group("global options" + (" (also accepted before the command)"
+                                                          if after_command else ""))
+    for name in ("db", "default_context"):
+        setting = BY_NAME[name]
+        group.add_argument(setting.option, metavar=setting.metavar, default=unset,
+                           help=f"{setting.help} [${setting.env}]")
+    group.add_argument("-v", "--verbose", action="store_true", default=unset if after_command else False,
+                       help="log debug detail")
+
+
+def on_off(parser: argparse.ArgumentParser, dest: str, on: tuple[str, str], off: tuple[str, str]) -> None:
+    """Two spellings of one setting (``--prefix``/``--exact``); neither given leaves it as it is (None)."""
+    pair = parser.add_mutually_exclusive_group()
+    pair.add_argument(on[0], dest=dest, action="store_const", const=True, default=None, help=on[1])
+    pair.add_argument(off[0], dest=dest, action="store_const", const=False, help=off[1])
+
+
+def add_setup(commands: Commands) -> None:
+    p = commands.leaf("initdb", cmd_initdb, help="create or upgrade the schema (idempotent)")
     p.add_argument("--demo", action="store_true", help="load the demo rule and routes into an empty database")
-    p.set_defaults(func=cmd_initdb)
-
-    p = sub.add_parser("schema", help="print the schema as SQL for a backend")
+    p = commands.leaf("schema", cmd_schema, help="print the schema as SQL for a backend")
     p.add_argument("dialect", choices=("sqlite", "mysql", "postgresql"))
-    p.set_defaults(func=cmd_schema)
 
-    rule = sub.add_parser("rule", help="manage rules").add_subparsers(dest="action", required=True)
-    for action in ("add", "edit"):
-        p = rule.add_parser(action, parents=[common])
-        p.add_argument("name")
-        p.add_argument("--source", required=action == "add", help="inbound number or route name the rule serves")
-        p.add_argument("--digits", type=int, required=action == "add", help="match the last N digits (1-20)")
-        p.add_argument("--nomatch-dest", required=action == "add", help="No Match Destination")
-        p.add_argument("--match-dest", help="'dynamic' (each record's own destination, default) or a fixed one")
-        p.add_argument("--delete-after-use", action="store_true", help="consume a record on its first use")
-        p.add_argument("--keep-after-use", action="store_true", help=argparse.SUPPRESS if action == "add"
-                       else "turn Delete After Use off")
-        p.add_argument("--prefix", action="store_true", help="stored keys are prefixes; the longest wins")
-        p.add_argument("--exact", action="store_true", help=argparse.SUPPRESS if action == "add"
-                       else "back to exact matching")
-        p.add_argument("--disabled", action="store_true", help="create/leave the rule switched off")
-        p.add_argument("--enabled", action="store_true", help=argparse.SUPPRESS)
-        p.set_defaults(func=cmd_rule)
-    for action in ("enable", "disable", "delete", "show"):
-        p = rule.add_parser(action, parents=[common] + ([as_json] if action == "show" else []))
-        p.add_argument("name")
-        p.set_defaults(func=cmd_rule)
-    rule.add_parser("list", parents=[common, as_json]).set_defaults(func=cmd_rule)
 
-    route = sub.add_parser("route", help="manage a rule's routes").add_subparsers(dest="action", required=True)
-    p = route.add_parser("add", parents=[common])
+def _rule_options(p: argparse.ArgumentParser, *, adding: bool) -> None:
+    p.add_argument("name")
+    p.add_argument("--source", required=adding, help="inbound number or route name the rule serves")
+    p.add_argument("--digits", type=int, required=adding, help="match the last N digits (1-20)")
+    p.add_argument("--nomatch-dest", required=adding, help="No Match Destination")
+    p.add_argument("--match-dest", help="'dynamic' (each record's own destination, default) or a fixed one")
+    on_off(p, "delete_after_use", ("--delete-after-use", "consume a record on its first use"),
+           ("--keep-after-use", "keep records after use (the default)"))
+    on_off(p, "prefix", ("--prefix", "stored keys are prefixes; the longest wins"),
+           ("--exact", "stored keys are whole keys (the default)"))
+    on_off(p, "enabled", ("--enabled", "switch the rule on (the default)"), ("--disabled", "switch the rule off"))
+
+
+def add_rule_commands(commands: Commands) -> None:
+    rule = commands.group("rule", "manage rules")
+    _rule_options(rule.leaf("add", cmd_rule_add, help="add a rule"), adding=True)
+    _rule_options(rule.leaf("edit", cmd_rule_edit, help="change a rule"), adding=False)
+    for name, enabled in (("enable", True), ("disable", False)):
+        p = rule.leaf(name, cmd_rule_switch, help=f"switch a rule {'on' if enabled else 'off'}")
+        p.add_argument("name")
+        p.set_defaults(enabled=enabled)
+    rule.leaf("delete", cmd_rule_delete, help="delete a rule and its routes").add_argument("name")
+    rule.leaf("show", cmd_rule_show, json=True, help="show one rule").add_argument("name")
+    rule.leaf("list", cmd_rule_list, json=True, help="list the rules with their route counts")
+
+
+def add_route_commands(commands: Commands) -> None:
+    route = commands.group("route", "manage a rule's routes")
+    p = route.leaf("add", cmd_route_add, help="add or update one route")
     p.add_argument("rule")
     p.add_argument("caller_id")
     p.add_argument("dest", nargs="?", help="destination (optional when the rule's match destination is fixed)")
     p.add_argument("--notes", default="")
     p.add_argument("--expires", help="ISO-8601 time or a duration such as 48h, 30m, 7d")
-    p.set_defaults(func=cmd_route)
-    p = route.add_parser("list", parents=[common, as_json])
-    p.add_argument("rule")
-    p.set_defaults(func=cmd_route)
-    p = route.add_parser("delete", parents=[common])
+    route.leaf("list", cmd_route_list, json=True, help="list a rule's routes").add_argument("rule")
+    p = route.leaf("delete", cmd_route_delete, help="delete one route")
     p.add_argument("rule")
     p.add_argument("caller_id")
-    p.set_defaults(func=cmd_route)
-    p = route.add_parser("import", parents=[common], help="CSV caller_id,destination,notes[,expires_at]")
+    p = route.leaf("import", cmd_route_import, help="CSV caller_id,destination,notes[,expires_at]")
     p.add_argument("rule")
     p.add_argument("file")
     p.add_argument("--replace", action="store_true", help="delete the rule's routes not in the file")
-    p.set_defaults(func=cmd_route)
-    p = route.add_parser("export", parents=[common])
+    p = route.leaf("export", cmd_route_export, help="write a rule's routes as CSV")
     p.add_argument("rule")
     p.add_argument("file", nargs="?", help="output file (default: standard output)")
-    p.set_defaults(func=cmd_route)
 
-    dest = sub.add_parser("dest", help="manage named destinations").add_subparsers(dest="action", required=True)
-    p = dest.add_parser("add", parents=[common])
+
+def add_dest_commands(commands: Commands) -> None:
+    dest = commands.group("dest", "manage named destinations")
+    p = dest.leaf("add", cmd_dest_add, help="define or change a named destination")
     p.add_argument("name")
     p.add_argument("transfer", help="FreeSWITCH transfer argument, e.g. '5000 XML default'")
-    p.set_defaults(func=cmd_dest)
-    dest.add_parser("list", parents=[common, as_json]).set_defaults(func=cmd_dest)
-    p = dest.add_parser("delete", parents=[common])
-    p.add_argument("name")
-    p.set_defaults(func=cmd_dest)
+    dest.leaf("list", cmd_dest_list, json=True, help="list the named destinations")
+    dest.leaf("delete", cmd_dest_delete, help="delete a named destination").add_argument("name")
 
-    p = sub.add_parser("lookup", parents=[common, as_json], help="dry run: where would this call go?")
+
+def add_query_commands(commands: Commands) -> None:
+    p = commands.leaf("lookup", cmd_lookup, json=True, help="dry run: where would this call go?")
     p.add_argument("caller_id")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--source", help="the number the call arrives on")
     target.add_argument("--rule", help="the rule name (as the dynroute_rule channel variable picks it)")
-    p.set_defaults(func=cmd_lookup)
-    p = sub.add_parser("check", parents=[common], help="validate rules, routes and destinations "
-                       "(rows a CRM wrote directly); exit status 1 if any problem is found")
-    p.set_defaults(func=cmd_check)
+    commands.leaf("check", cmd_check, help="validate rules, routes and destinations (rows a CRM wrote directly); "
+                  "exit status 1 if any problem is found")
 
-    p = sub.add_parser("serve", parents=[common], help="run the outbound socket server FreeSWITCH connects to")
-    p.add_argument("--listen", type=_listen, default="127.0.0.1:8084", help="host:port (default 127.0.0.1:8084)")
-    p.add_argument("--max-sessions", type=int, default=1000, help="calls served at once; more are sent "
-                   "straight to the dialplan default (default 1000)")
-    p.add_argument("--decision-timeout", type=float, default=1.0, help="hard deadline per call in seconds, "
-                   "after which the call takes the No Match Destination (default 1.0)")
-    p.add_argument("--db-threads", type=int, default=8, help="threads for database calls (default 8)")
-    p.add_argument("--poll-interval", type=float, default=0.5, help="seconds between reads of the database's "
-                   "change log: how soon changes from the CLI, other nodes or a CRM reach calls (default 0.5)")
-    p.add_argument("--stale-after", type=float, default=3.0, help="if the database cannot be read for this "
-                   "long, calls go to No Match instead of being routed from memory (default 3.0)")
-    p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("dialplan", parents=[common], help="print the FreeSWITCH dialplan for the enabled rules")
-    p.add_argument("--server", default="127.0.0.1:8084", help="fs-dynroute server(s), host:port[,host:port...]; "
-                   "FreeSWITCH tries them in order (default 127.0.0.1:8084)")
+def add_serve_commands(commands: Commands) -> None:
+    p = commands.leaf("serve", cmd_serve, help="run the outbound socket server FreeSWITCH connects to")
+    for setting in SETTINGS:
+        if setting.name not in ("db", "default_context"):  # global options
+            p.add_argument(setting.option, metavar=setting.metavar, help=f"{setting.help} [${setting.env}]")
+    p = commands.leaf("dialplan", cmd_dialplan, help="print the FreeSWITCH dialplan for the enabled rules")
+    listen = "%s:%d" % BY_NAME["listen"].default
+    p.add_argument("--server", default=listen, help="fs-dynroute server(s), host:port[,host:port...]; "
+                   f"FreeSWITCH tries them in order (default {listen})")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
-    p.set_defaults(func=cmd_dialplan)
+
+
+# Each builder adds one group of commands; a new command is a builder function added here.
+BUILDERS: tuple[Callable[[Commands], None], ...] = (
+    add_setup, add_rule_commands, add_route_commands, add_dest_commands, add_query_commands, add_serve_commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fs-dynroute", description="Caller-ID dynamic routing for FreeSWITCH.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_global_options(parser, after_command=False)
+    after = argparse.ArgumentParser(add_help=False)
+    add_global_options(after, after_command=True)
+    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), [after])
+    for build in BUILDERS:
+        build(commands)
     return parser
 
 
@@ -346,8 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        args.default_context = check_context(resolve("default_context", args.default_context, os.environ))
         return args.func(args)
-    except (admin.UserError, DestinationError, DatabaseURLError) as exc:
+    except (admin.UserError, DestinationError, DatabaseURLError, ConfigError) as exc:
         print(f"fs-dynroute: error: {exc}", file=sys.stderr)
     except OSError as exc:
         print(f"fs-dynroute: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)

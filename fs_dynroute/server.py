@@ -1,20 +1,22 @@
 """The outbound-socket server: a thin gevent StreamServer that hands each connection to a session.
 
-It holds no protocol logic. It owns the two things a session cannot: the capacity limit
-(over capacity a call is closed at once, never queued) and graceful shutdown (stop accepting,
-finish calls in flight).
+It holds no protocol logic. It owns what a session cannot: who may connect (a peer outside
+``--allow`` is closed before anything is sent), the capacity limit (over capacity a call is closed
+at once, never queued) and graceful shutdown (stop accepting, finish calls in flight).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import signal
+import time
 from typing import Any
 
 import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from fs_dynroute.config import ServeConfig
 from fs_dynroute.decision import Decision, RuleView
 from fs_dynroute.routing import route_call
 from fs_dynroute.session import Channel, Router, run_session
@@ -22,7 +24,7 @@ from fs_dynroute.store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = ("127.0.0.1", 8084)
+BACKLOG = 4096  # a burst of calls never waits for a SYN retry
 # Time kept back from the deadline for telling FreeSWITCH the target once a route is consumed
 # (and for the event loop to get back to the call on a busy machine).
 SEND_RESERVE = 0.1
@@ -45,30 +47,85 @@ class StoreRouter:
         return rule, route_call(self.store, rule, channel.caller_id, channel.uuid, deadline=deadline - SEND_RESERVE)
 
 
-class DynrouteServer:
-    """Accepts FreeSWITCH's outbound connections on ``listen`` and serves each as one session."""
+class Tally:
+    """A warning said once when a run of refusals starts, then as a count every ``window`` seconds.
 
-    def __init__(self, router: Router, *,
-                 listen: tuple[str, int] = DEFAULT_LISTEN, max_sessions: int = 1000,
-                 decision_timeout: float = 1.0, backlog: int = 4096) -> None:
+    A flood of 2,000 connections is a few lines ("refused 812 calls over capacity in the last
+    10 s"), not 2,000: the log stays readable and writing it never slows the server down.
+    """
+
+    def __init__(self, what: str, window: float = 10.0) -> None:
+        self.what = what
+        self.window = window
+        self.total = 0  # since start
+        self.unreported = 0
+        self.since = 0.0
+        self._timer: gevent.Greenlet | None = None
+
+    def add(self, detail: str) -> None:
+        self.total += 1
+        if self._timer is None:  # the first of a run: say so at once
+            log.warning("refused a call %s: peer %s", self.what, detail)
+            self._restart()
+        else:
+            self.unreported += 1
+
+    def _restart(self) -> None:
+        self.since = time.monotonic()
+        self._timer = gevent.spawn_later(self.window, self._report)
+
+    def _report(self) -> None:
+        self._timer = None
+        if self.unreported:
+            self.close()
+            self._restart()  # still refusing: keep counting
+
+    def close(self) -> None:
+        """Say what is still unreported (on stop, or at the end of a window)."""
+        if self._timer is not None:
+            self._timer.kill()
+            self._timer = None
+        if self.unreported:
+            log.warning("refused %d calls %s in the last %.0f s", self.unreported, self.what,
+                        time.monotonic() - self.since)
+            self.unreported = 0
+
+
+def _peer_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:10.0.0.5 on a dual-stack listener
+    return mapped or ip
+
+
+class DynrouteServer:
+    """Accepts FreeSWITCH's outbound connections on ``config.listen`` and serves each as one session."""
+
+    def __init__(self, router: Router, config: ServeConfig) -> None:
         self.router = router
-        self.max_sessions = max_sessions
-        self.decision_timeout = decision_timeout
+        self.config = config
+        self.max_sessions = config.max_sessions
+        self.decision_timeout = config.decision_timeout
+        self.allowed = config.allowed
         self.sessions = Pool()  # unbounded: capacity is enforced by refusing, never by queueing
         self.live = 0  # sessions running now
-        self.server = StreamServer(listen, self._handle, spawn=self.sessions, backlog=backlog)
+        self.over_capacity = Tally(f"over capacity ({config.max_sessions} sessions, sent to the dialplan default)")
+        self.not_allowed = Tally("from an address outside --allow (closed before anything was sent)")
+        self.server = StreamServer(config.listen, self._handle, spawn=self.sessions, backlog=BACKLOG)
 
     @property
     def address(self) -> tuple[str, int]:
         return self.server.address[:2]
 
     def _handle(self, sock: Any, address: tuple[str, int]) -> None:
+        if not any(_peer_ip(address[0]) in net for net in self.allowed):
+            sock.close()
+            self.not_allowed.add(f"{address[0]}:{address[1]}")
+            return
         # Counted here, not by len(self.sessions): the pool forgets a finished greenlet only later,
         # in a callback, and under load would count dead sessions as live ones.
         if self.live >= self.max_sessions:
             sock.close()
-            log.warning("over capacity (%d sessions): call from %s:%d sent to the dialplan default",
-                        self.max_sessions, *address[:2])
+            self.over_capacity.add(f"{address[0]}:{address[1]}")
             return
         self.live += 1
         try:
@@ -78,14 +135,16 @@ class DynrouteServer:
 
     def start(self) -> None:
         self.server.start()
-        log.info("listening on %s:%d (max %d sessions, deadline %.3f s)", *self.address,
-                 self.max_sessions, self.decision_timeout)
+        log.info("listening on %s:%d (max %d sessions, deadline %.3f s, allow %s)", *self.address,
+                 self.max_sessions, self.decision_timeout, ",".join(map(str, self.allowed)))
 
     def stop(self, grace: float | None = None) -> None:
         """Stop listening, then let calls in flight finish (each is bounded by the deadline)."""
         self.stop_listening()
         self.sessions.join(timeout=grace if grace is not None else self.decision_timeout + 1)
         self.sessions.kill(timeout=1)
+        self.over_capacity.close()
+        self.not_allowed.close()
 
     def stop_listening(self) -> None:
         """Close the listener without resetting a call that has already connected.
@@ -102,15 +161,3 @@ class DynrouteServer:
         while accepted := self.server.do_read():
             self.server.do_handle(*accepted)
         self.server.close()
-
-    def serve_until_signalled(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
-        stopping = gevent.event.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(sig, stopping.set)
-        self.start()
-        stopping.wait()
-        self.stop_listening()
-        log.info("signal received: no new calls; finishing %d in flight", self.live)
-        self.stop()
-        log.info("stopped")

@@ -28,7 +28,7 @@ from greenswitch import esl as gsesl
 from fs_dynroute import esl
 from fs_dynroute.session import Channel
 from fs_dynroute.fakeswitch import captures, switch as fakeswitch
-from tests.serving import live_greenlets, open_fds
+from tests.serving import free_port, live_greenlets, open_fds
 
 EVENT_CAPTURE = "async/a_transfer.repr"  # a loopback call's event-plain stream (async full socket)
 
@@ -196,12 +196,6 @@ def routing_app(router: Router) -> type:
                 cls.active -= 1
 
     return RoutingApp
-
-
-def free_port() -> int:
-    with stdsocket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -7,8 +7,7 @@ import peewee as pw
 from fs_dynroute import demo
 from fs_dynroute.models import Rule
 from fs_dynroute.fakeswitch.switch import place_call
-from tests.serving import dialplan_for, running_server
-from tests.test_cli import CLI
+from tests.serving import CLI, dialplan_for, running_server
 
 NO_MATCH = "5000 XML default"
 

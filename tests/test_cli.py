@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import pty
 import select
-import shutil
 import struct
 import subprocess
-import sys
 import termios
 from pathlib import Path
 
@@ -18,29 +15,7 @@ import pytest
 
 from fs_dynroute.database import open_database
 from fs_dynroute.models import MODELS
-
-SCRIPT = shutil.which("fs-dynroute", path=str(Path(sys.executable).parent)) or "fs-dynroute"
-
-
-class CLI:
-    def __init__(self, db_url: str) -> None:
-        self.db_url = db_url
-
-    def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([SCRIPT, *args, "--db", self.db_url], capture_output=True, text=True, timeout=60)
-        if ok:
-            assert proc.returncode == 0, proc.stderr
-        return proc
-
-    def json(self, *args: str) -> object:
-        return json.loads(self(*args, "--json").stdout)
-
-
-@pytest.fixture
-def cli(db_url: str) -> CLI:
-    run = CLI(db_url)
-    assert "demo data loaded" in run("initdb", "--demo").stdout
-    return run
+from tests.serving import CLI, SCRIPT
 
 
 def test_demo_lookup_answers_like_a_call(cli: CLI) -> None:
@@ -157,3 +132,56 @@ def test_import_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
     assert proc.returncode == 0
     text = screen.decode(errors="replace")
     assert "validating" in text and "writing" in text and "3000/3000" in text and "3000 routes imported" in text
+
+
+def test_global_options_work_before_and_after_the_command(cli: CLI, tmp_path: Path) -> None:
+    """``--db``, ``--default-context`` and ``-v`` mean the same before the command (git style) and after it."""
+    before = subprocess.run([SCRIPT, "--db", cli.db_url, "rule", "list"], capture_output=True, text=True, timeout=60)
+    assert before.returncode == 0, before.stderr
+    assert before.stdout == cli("rule", "list").stdout and before.stdout.startswith("Customer Routing\t")
+    cli("route", "add", "Customer Routing", "+15553333333", "1003")
+    for args in (["--default-context", "sales", "lookup"], ["lookup", "--default-context", "sales"]):
+        proc = subprocess.run([SCRIPT, "--db", cli.db_url, *args, "--source", "5550100", "--json", "+15553333333"],
+                              capture_output=True, text=True, timeout=60)
+        assert '"destination": "1003 XML sales"' in proc.stdout, (args, proc.stderr)
+    for verbose in (["-v", "rule", "list"], ["rule", "list", "-v"]):  # -v after the command must not be undone
+        proc = subprocess.run([SCRIPT, "--db", cli.db_url, *verbose], capture_output=True, text=True, timeout=60)
+        assert "DEBUG" in proc.stderr, verbose
+    quiet = subprocess.run([SCRIPT, "--db", cli.db_url, "rule", "list"], capture_output=True, text=True, timeout=60)
+    assert "DEBUG" not in quiet.stderr
+    usage = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "fs-dynroute [-h] [--version] [--db URL] [--default-context CTX] [-v]" in " ".join(usage.split())
+
+
+def test_rule_list_counts_each_rules_routes(cli: CLI) -> None:
+    cli("rule", "add", "Empty", "--source", "5550200", "--digits", "7", "--nomatch-dest", "main-ivr")
+    cli("rule", "add", "Three", "--source", "5550300", "--digits", "7", "--nomatch-dest", "main-ivr")
+    for n in range(3):
+        cli("route", "add", "Three", f"555000{n}", "1003")
+    assert {r["name"]: r["routes"] for r in cli.json("rule", "list")} == {"Customer Routing": 2, "Empty": 0,
+                                                                         "Three": 3}
+    assert "routes=3" in cli("rule", "list").stdout.splitlines()[-1]
+
+
+def test_paired_flags_switch_a_setting_both_ways_and_refuse_both_at_once(cli: CLI) -> None:
+    cli("rule", "add", "Paired", "--source", "5550200", "--digits", "7", "--nomatch-dest", "main-ivr")
+    for on, off, field, values in (("--delete-after-use", "--keep-after-use", "delete_after_use", (True, False)),
+                                   ("--prefix", "--exact", "match_mode", ("prefix", "exact")),
+                                   ("--disabled", "--enabled", "enabled", (False, True))):
+        cli("rule", "edit", "Paired", on)
+        assert cli.json("rule", "show", "Paired")[field] == values[0], on
+        cli("rule", "edit", "Paired", "--nomatch-dest", "1000")  # neither flag: left as it is
+        assert cli.json("rule", "show", "Paired")[field] == values[0], on
+        cli("rule", "edit", "Paired", off)
+        assert cli.json("rule", "show", "Paired")[field] == values[1], off
+        both = cli("rule", "edit", "Paired", on, off, ok=False)
+        assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_a_default_context_with_a_space_is_refused(cli: CLI) -> None:
+    """``1001 XML my context`` is no transfer FreeSWITCH can make: every bare extension would go to No Match."""
+    proc = cli("lookup", "--source", "5550100", "+15551111111", "--default-context", "my context", ok=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("fs-dynroute: error: --default-context (DYNROUTE_CONTEXT): 'my context'")
+    env = {**os.environ, "DYNROUTE_CONTEXT": "my context"}
+    assert "'my context' is not a dialplan context" in cli("check", ok=False, env=env).stderr

@@ -36,8 +36,7 @@ import pytest
 from fs_dynroute.database import backend_of, open_database
 from fs_dynroute.models import Audit, Route, database
 from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
-from tests.test_cli import CLI, SCRIPT
-from tests.test_serve_process import free_port
+from tests.serving import CLI, SCRIPT, free_port
 
 RULE = "Customer Routing"  # the demo rule: source 5550100, 10 digits, No Match = main-ivr
 SOURCE = "5550100"
@@ -132,13 +131,6 @@ def dialplan(*servers: Node) -> Dialplan:
 
 def call(plan: Dialplan, caller: str) -> CallOutcome:
     return place_call(plan, caller, SOURCE, stuck_after=STUCK_AFTER)
-
-
-@pytest.fixture
-def cli(db_url: str) -> CLI:
-    run = CLI(db_url)
-    assert "demo data loaded" in run("initdb", "--demo").stdout
-    return run
 
 
 def audit_results(db_url: str) -> list[tuple[str, str, str]]:

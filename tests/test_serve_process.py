@@ -5,51 +5,15 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fs_dynroute import esl
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
-from tests.test_cli import SCRIPT, CLI
-from tests.test_server import write_locked
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServeProcess:
-    def __init__(self, db_url: str, *extra: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen([SCRIPT, "serve", "--db", db_url, "--listen", f"127.0.0.1:{self.port}", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.log: list[str] = []
-        assert self.proc.stdout is not None
-        watchdog = threading.Timer(10, self.proc.kill)  # a server that never says it listens is killed
-        watchdog.start()
-        try:
-            for line in self.proc.stdout:
-                self.log.append(line)
-                if "listening on" in line:
-                    break
-            else:
-                raise AssertionError(f"server did not start: {''.join(self.log)}")
-        finally:
-            watchdog.cancel()
-        # Keep reading: a server whose log pipe fills up would block on its next log line.
-        self.reader = threading.Thread(target=lambda: self.log.extend(self.proc.stdout), daemon=True)
-        self.reader.start()
-
-    def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-        self.reader.join(timeout=5)
-        return self.proc.returncode, "".join(self.log)
+from tests.gsdemo import RawSwitch, connect_reply
+from tests.serving import CLI, SCRIPT, ServeProcess, free_port, wait_until, write_locked
 
 
 @pytest.fixture
@@ -60,9 +24,7 @@ def served(db_url: str) -> Iterator[tuple[CLI, ServeProcess]]:
     try:
         yield cli, server
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(5)
+        server.kill()
 
 
 def test_generated_dialplan_routes_calls_through_the_running_service(served) -> None:
@@ -86,25 +48,39 @@ def test_service_not_running_callers_still_reach_no_match(served) -> None:
     assert server.stop()[0] == 0
     outcome = place_call(dialplan, "+15551111111", "5550100")
     assert (outcome.ended, outcome.target) == ("transferred", "5000 XML default")
+    assert outcome.silence < 1.0  # refused at once: no deadline to wait out
 
 
-def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(served, db_url: str) -> None:
-    import gevent
-
-    cli, server = served
+def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(db_url: str) -> None:
+    cli = CLI(db_url)
+    cli("initdb", "--demo")
     cli("rule", "edit", "Customer Routing", "--delete-after-use")
-    dialplan = Dialplan.recommended(f"127.0.0.1:{server.port}", "5000 XML default")
-    with write_locked(db_url):  # the call in flight waits on the database
-        in_flight = gevent.spawn(place_call, dialplan, "+15551111111", "5550100")
-        gevent.sleep(0.3)
-        server.proc.send_signal(signal.SIGTERM)
-        gevent.sleep(0.3)
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-    in_flight.join(5)
-    assert in_flight.value.ended == "transferred"  # finished, not cut off
-    code, log = server.stop()
-    assert code == 0 and "stopped" in log
+    server = ServeProcess(db_url, "--decision-timeout", "5")  # ample time for the steps below on a busy machine
+    try:
+        with write_locked(db_url):  # the call in flight waits on the database
+            fs = RawSwitch(("127.0.0.1", server.port), timeout=5)
+            assert fs.command().line == "connect"
+            fs.send(connect_reply("+15551111111", "5550100"))  # the call is in flight: deciding, blocked
+            server.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: refused(server.port), what="the listener to close after SIGTERM")
+        sent = []
+        while (command := fs.command(timeout=5)) is not None and command.line != "exit":
+            sent.append(command.headers["execute-app-arg"])
+            fs.send(esl.command_reply("+OK"))
+        fs.close()
+        assert command is not None and sent[0] == "dynroute_target=1001 XML default"  # finished, with its route
+        code, log = server.stop()
+        assert code == 0 and "stopped" in log
+    finally:
+        server.kill()
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def test_dialplan_command_lists_enabled_rules_only(served) -> None:

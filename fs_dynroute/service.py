@@ -1,0 +1,127 @@
+"""``fs-dynroute serve`` as one object: the store and the server wired from a ServeConfig, started and stopped.
+
+As aiosmtpd's ``Controller``: the command line, the tests and the benchmarks all run the service
+through this class, so what is tested is what runs. ``Service(config)`` prepares everything (the
+open-file limit is checked here); ``start()`` checks the schema, loads the index and listens;
+``stop()`` finishes calls in flight. Also a context manager.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+
+import gevent
+import peewee as pw
+from gevent.event import Event
+
+from fs_dynroute.config import BY_NAME, ConfigError, ServeConfig
+from fs_dynroute.database import open_database
+from fs_dynroute.index import IndexedStore
+from fs_dynroute.schema import CURRENT_VERSION, stored_version
+from fs_dynroute.server import DynrouteServer, StoreRouter
+from fs_dynroute.store import SQLStore
+
+log = logging.getLogger(__name__)
+
+# Descriptors that are not calls: the listener, the event loop's, the log, and the database's (a pooled
+# connection each; SQLite's WAL mode opens three files per connection).
+SPARE_FILES = 64
+
+
+def files_needed(config: ServeConfig) -> tuple[int, int]:
+    """(descriptors besides the calls', descriptors in all) for ``config``."""
+    spare = SPARE_FILES + 3 * (config.db_threads + 2)
+    return spare, spare + config.max_sessions
+
+
+def fit_open_files(config: ServeConfig) -> ServeConfig:
+    """``config`` with --max-sessions lowered to what the open-file limit allows (raised to the hard limit first).
+
+    Past the limit a connection cannot even be accepted: it waits in the backlog, its caller in silence,
+    instead of being refused at once. So the limit is compared with --max-sessions before listening.
+    """
+    spare, needed = files_needed(config)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return config
+    try:
+        raised = needed if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = raised
+    except (ValueError, OSError) as exc:
+        log.debug("could not raise the open-file limit to %s: %s", hard, exc)
+    if soft >= needed:
+        return config
+    option = BY_NAME["max_sessions"].label()
+    if soft - spare < 1:
+        raise ConfigError(f"the open-file limit ({soft}) leaves no room for calls: fs_dynroute needs about "
+                          f"{needed} for {option} {config.max_sessions}; raise it (ulimit -n, LimitNOFILE=)")
+    log.warning("the open-file limit (%d, hard %d) leaves room for %d calls at once: %s lowered from %d to %d; "
+                "raise the limit (ulimit -n, LimitNOFILE= in the unit) to serve more",
+                soft, hard, soft - spare, option, config.max_sessions, soft - spare)
+    return config.replace(max_sessions=soft - spare)
+
+
+def check_schema(db: pw.Database) -> None:
+    """Refuse to serve an old or missing schema; a database that cannot be read now is the index's business."""
+    try:
+        with db.connection_context():
+            version = stored_version(db)
+    except pw.DatabaseError:
+        return  # unreachable or unreadable now: serve, send calls to No Match, and keep trying
+    if version is None or version < CURRENT_VERSION:
+        found = "no fs_dynroute schema" if version is None else f"schema version {version}"
+        raise ConfigError(f"database has {found}, this fs_dynroute needs {CURRENT_VERSION}: "
+                          "run 'fs-dynroute initdb' first")
+
+
+class Service:
+    """The routing service: ``.store`` (the in-memory index over the database) and ``.server`` (the listener)."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config = fit_open_files(config)
+        db = open_database(config.db, pooled=True, max_connections=config.db_threads + 2,
+                           busy_timeout=config.decision_timeout)
+        self.store = IndexedStore(SQLStore(db, config.default_context), threads=config.db_threads,
+                                  poll_interval=config.poll_interval, stale_after=config.stale_after)
+        self.server = DynrouteServer(StoreRouter(self.store), config)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where it listens (the real port when the config said 0)."""
+        return self.server.address
+
+    def start(self) -> None:
+        check_schema(self.store.sql.db)
+        self.store.start()
+        try:
+            self.server.start()
+        except OSError as exc:
+            self.store.stop()
+            host, port = self.config.listen
+            raise ConfigError(f"{BY_NAME['listen'].label()} {host}:{port}: {exc.strerror or exc}") from None
+
+    def stop(self) -> None:
+        """Stop listening, finish the calls in flight, then flush and close the store."""
+        self.server.stop()
+        self.store.stop()
+
+    def __enter__(self) -> Service:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        stopping = Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(sig, stopping.set)
+        with self:
+            stopping.wait()
+            self.server.stop_listening()  # first: see DynrouteServer.stop_listening
+            log.info("signal received: no new calls; finishing %d in flight", self.server.live)
+        log.info("stopped")
