@@ -15,6 +15,7 @@ import signal
 import gevent
 import peewee as pw
 from gevent.event import Event
+from gevent.server import StreamServer
 
 from fs_dynroute.config import BY_NAME, ConfigError, ServeConfig
 from fs_dynroute.database import open_database
@@ -31,8 +32,12 @@ SPARE_FILES = 64
 
 
 def files_needed(config: ServeConfig) -> tuple[int, int]:
-    """(descriptors besides the calls', descriptors in all) for ``config``."""
-    spare = SPARE_FILES + 3 * (config.db_threads + 2)
+    """(descriptors besides the calls', descriptors in all) for ``config``.
+
+    Besides the calls in flight, a burst holds up to ``max_accept`` connections that the server has
+    accepted in one go and not yet refused (it accepts that many before its handlers run).
+    """
+    spare = SPARE_FILES + 3 * (config.db_threads + 2) + StreamServer.max_accept
     return spare, spare + config.max_sessions
 
 
