@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
+from fs_dynroute.database import ENV_VAR as DB_ENV_VAR
 from fs_dynroute.destinations import DestinationError, validate_transfer
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -62,7 +63,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("db", "DYNROUTE_DB", None, str, "URL", "database URL, e.g. sqlite:///routes.db, "
+    Setting("db", DB_ENV_VAR, None, str, "URL", "database URL, e.g. sqlite:///routes.db, "
             "mysql://user@host/db, postgresql://user@host/db (default: the per-user SQLite file)"),
     Setting("default_context", "DYNROUTE_CONTEXT", "default", str, "CTX",
             "dialplan context for bare extensions such as 1001 (default: default)"),
