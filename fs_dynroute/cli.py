@@ -22,6 +22,7 @@ from fs_dynroute.schema import initdb, schema_sql
 from fs_dynroute.store import SQLStore
 
 EXIT_USAGE = 2
+GLOBAL_SETTINGS = ("db", "default_context")  # serve settings every command takes, before or after its name
 
 
 @contextmanager
@@ -102,7 +103,8 @@ def cmd_rule_switch(args: argparse.Namespace) -> int:
 
 def cmd_rule_delete(args: argparse.Namespace) -> int:
     with opened(args):
-        print(f"rule {args.name!r} deleted with {admin.delete_rule(args.name)} routes")
+        routes = admin.delete_rule(args.name)
+    print(f"rule {args.name!r} deleted with {routes} routes")
     return 0
 
 
@@ -274,7 +276,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) 
     unset = argparse.SUPPRESS if after_command else None
     group = parser.add_argument_group("global options" + (" (also accepted before the command)"
                                                           if after_command else ""))
-    for name in ("db", "default_context"):
+    for name in GLOBAL_SETTINGS:
         setting = BY_NAME[name]
         group.add_argument(setting.option, metavar=setting.metavar, default=unset,
                            help=f"{setting.help} [${setting.env}]")
@@ -365,7 +367,7 @@ def add_query_commands(commands: Commands) -> None:
 def add_serve_commands(commands: Commands) -> None:
     p = commands.leaf("serve", cmd_serve, help="run the outbound socket server FreeSWITCH connects to")
     for setting in SETTINGS:
-        if setting.name not in ("db", "default_context"):  # global options
+        if setting.name not in GLOBAL_SETTINGS:
             p.add_argument(setting.option, metavar=setting.metavar, help=f"{setting.help} [${setting.env}]")
     p = commands.leaf("dialplan", cmd_dialplan, help="print the FreeSWITCH dialplan for the enabled rules")
     listen = "%s:%d" % BY_NAME["listen"].default

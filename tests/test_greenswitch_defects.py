@@ -35,13 +35,12 @@ from gevent.server import StreamServer
 
 from fs_dynroute import admin, esl
 from fs_dynroute.decision import Decision, RuleView
+from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.service import Service
 from fs_dynroute.session import Channel, Router
 from fs_dynroute.store import SQLStore
-from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
-from tests.gsdemo import (RawSwitch, captured_event, connect_reply, event_json, greenswitch_server,
-                          routing_app)
+from tests.gsdemo import RawSwitch, captured_event, connect_reply, event_json, greenswitch_server, routing_app
 from tests.serving import live_greenlets, open_fds, running_server, wait_until, write_locked
 
 NO_MATCH = "5000 XML default"  # the demo rule's No Match Destination, which the dialplan sets before the socket

@@ -34,8 +34,8 @@ import gevent
 import pytest
 
 from fs_dynroute.database import backend_of, open_database
-from fs_dynroute.models import Audit, Route, database
 from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
+from fs_dynroute.models import Audit, Route, database
 from tests.serving import CLI, SCRIPT, free_port
 
 RULE = "Customer Routing"  # the demo rule: source 5550100, 10 digits, No Match = main-ivr
