@@ -278,8 +278,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) 
                                                           if after_command else ""))
     for name in GLOBAL_SETTINGS:
         setting = BY_NAME[name]
-        group.add_argument(setting.option, metavar=setting.metavar, default=unset,
-                           help=f"{setting.help} [${setting.env}]")
+        group.add_argument(setting.option, metavar=setting.metavar, default=unset, help=setting.described())
     group.add_argument("-v", "--verbose", action="store_true", default=unset if after_command else False,
                        help="log debug detail")
 
@@ -368,9 +367,9 @@ def add_serve_commands(commands: Commands) -> None:
     p = commands.leaf("serve", cmd_serve, help="run the outbound socket server FreeSWITCH connects to")
     for setting in SETTINGS:
         if setting.name not in GLOBAL_SETTINGS:
-            p.add_argument(setting.option, metavar=setting.metavar, help=f"{setting.help} [${setting.env}]")
+            p.add_argument(setting.option, metavar=setting.metavar, help=setting.described())
     p = commands.leaf("dialplan", cmd_dialplan, help="print the FreeSWITCH dialplan for the enabled rules")
-    listen = "%s:%d" % BY_NAME["listen"].default
+    listen = BY_NAME["listen"].default_text()
     p.add_argument("--server", default=listen, help="fs-dynroute server(s), host:port[,host:port...]; "
                    f"FreeSWITCH tries them in order (default {listen})")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")

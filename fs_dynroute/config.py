@@ -61,28 +61,37 @@ class Setting:
     def label(self) -> str:
         return f"{self.option} ({self.env})"
 
+    def described(self) -> str:
+        """The help text with the default and the variable, as ``--help`` shows it."""
+        shown = "" if self.default is None else f" (default {self.default_text()})"
+        return f"{self.help}{shown} [${self.env}]"
+
+    def default_text(self) -> str:
+        """The default as one would write it on the command line."""
+        return "%s:%d" % self.default if self.name == "listen" else str(self.default)
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("db", DB_ENV_VAR, None, str, "URL", "database URL, e.g. sqlite:///routes.db, "
             "mysql://user@host/db, postgresql://user@host/db (default: the per-user SQLite file)"),
     Setting("default_context", "DYNROUTE_CONTEXT", "default", str, "CTX",
-            "dialplan context for bare extensions such as 1001 (default: default)"),
+            "dialplan context for bare extensions such as 1001"),
     Setting("listen", "DYNROUTE_LISTEN", ("127.0.0.1", 8084), parse_listen, "HOST:PORT",
-            "address to listen on (default 127.0.0.1:8084)"),
+            "address to listen on"),
     Setting("allow", "DYNROUTE_ALLOW", None, parse_allow, "CIDR[,CIDR...]",
             "FreeSWITCH hosts that may connect; others are closed at once (default: loopback only; "
             "required with a --listen address that is not loopback)"),
     Setting("max_sessions", "DYNROUTE_MAX_SESSIONS", 1000, int, "N",
-            "calls served at once; more are sent straight to the dialplan default (default 1000)"),
+            "calls served at once; more are sent straight to the dialplan default"),
     Setting("decision_timeout", "DYNROUTE_DECISION_TIMEOUT", 1.0, float, "SECONDS",
-            "hard deadline per call, after which the call takes the No Match Destination (default 1.0)"),
-    Setting("db_threads", "DYNROUTE_DB_THREADS", 8, int, "N", "threads for database calls (default 8)"),
+            "hard deadline per call, after which the call takes the No Match Destination"),
+    Setting("db_threads", "DYNROUTE_DB_THREADS", 8, int, "N", "threads for database calls"),
     Setting("poll_interval", "DYNROUTE_POLL_INTERVAL", 0.5, float, "SECONDS",
             "seconds between reads of the database's change log: how soon changes from the CLI, other nodes "
-            "or a CRM reach calls (default 0.5)"),
+            "or a CRM reach calls"),
     Setting("stale_after", "DYNROUTE_STALE_AFTER", 3.0, float, "SECONDS",
             "if the database cannot be read for this long, calls go to No Match instead of being routed "
-            "from memory (default 3.0)"),
+            "from memory"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 

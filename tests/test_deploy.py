@@ -72,9 +72,8 @@ def test_serve_starts_with_the_example_environment_file(tmp_path: Path) -> None:
 def test_the_commented_defaults_are_the_defaults() -> None:
     shown = env_file_variables()
     for setting in SETTINGS:
-        if setting.default is not None and setting.name != "db":
-            default = setting.default if not isinstance(setting.default, tuple) else "%s:%d" % setting.default
-            assert shown[setting.env] == str(default), setting.env
+        if setting.default is not None:
+            assert shown[setting.env] == setting.default_text(), setting.env
 
 
 def test_the_readme_documents_every_serve_variable() -> None:
