@@ -14,7 +14,7 @@ from typing import Iterator
 import peewee as pw
 
 from fs_dynroute import __version__, admin, csvio, demo
-from fs_dynroute.database import DatabaseURLError, open_database
+from fs_dynroute.database import DatabaseURLError, open_database, write_transaction
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.routing import route_call
@@ -31,7 +31,7 @@ def opened(args: argparse.Namespace, *, write: bool = True) -> Iterator[pw.Datab
     database.initialize(db)
     with db.connection_context():
         if write:
-            with db.atomic():
+            with write_transaction(db):
                 yield db
         else:
             yield db
@@ -100,7 +100,7 @@ def cmd_rule(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    with opened(args, write=args.action not in ("list", "export")):
+    with opened(args, write=args.action not in ("list", "export") and not getattr(args, "dry_run", False)):
         if args.action == "add":
             row = admin.add_route(args.rule, args.caller_id, args.dest or "", args.notes, args.expires or "")
             print(f"route {row.caller_key} -> {row.destination or '(rule match destination)'} saved")
@@ -109,8 +109,13 @@ def cmd_route(args: argparse.Namespace) -> int:
             print("route deleted")
         elif args.action == "import":
             rule = admin.get_rule(args.rule)
-            with open(args.file, newline="", encoding="utf-8-sig") as f:
-                count = csvio.import_routes(rule, f, replace=args.replace, progress=sys.stdout.isatty())
+            with open(args.file, "rb") as f:
+                if args.dry_run:
+                    plan = csvio.plan_import(rule, csvio.utf8_lines(f), args.replace, args.allow_empty)
+                    print(f"dry run, nothing written: {plan} in {args.rule!r}")
+                    return 0
+                count = csvio.import_routes(rule, csvio.utf8_lines(f), replace=args.replace,
+                                            progress=sys.stdout.isatty(), allow_empty=args.allow_empty)
             print(f"{count} routes imported into {args.rule!r}" + (" (replacing all others)" if args.replace else ""))
         elif args.action == "export":
             rule = admin.get_rule(args.rule)
@@ -224,7 +229,7 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
         for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
             try:
                 rules.append(store.rule_for(name=row.name))
-            except DestinationError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
+            except admin.UserError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
                 print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
     sys.stdout.write(render(rules, servers, args.context))
     return 0
@@ -294,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rule")
     p.add_argument("file")
     p.add_argument("--replace", action="store_true", help="delete the rule's routes not in the file")
+    p.add_argument("--allow-empty", action="store_true", help="let --replace with a file of no routes delete them all")
+    p.add_argument("--dry-run", action="store_true", help="say how many routes would be added, updated and "
+                   "removed; write nothing")
     p.set_defaults(func=cmd_route)
     p = route.add_parser("export", parents=[common])
     p.add_argument("rule")
@@ -352,5 +360,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"fs-dynroute: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
     except pw.DatabaseError as exc:
-        print(f"fs-dynroute: error: database: {exc} (did you run 'fs-dynroute initdb'?)", file=sys.stderr)
+        print(f"fs-dynroute: error: database: {database_error(exc)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def database_error(exc: pw.DatabaseError) -> str:
+    """The driver's message on one line, with the hint that fits it."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return f"{text} (another process held the write lock longer than the busy timeout; nothing was written, " \
+               "try again)"
+    if any(s in lowered for s in ("no such table", "doesn't exist", "does not exist")):
+        return f"{text} (did you run 'fs-dynroute initdb'?)"
+    return text

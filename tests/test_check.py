@@ -50,12 +50,12 @@ def test_check_reports_every_bad_row_and_exits_non_zero(db: pw.Database, db_url:
     proc = cli("check", ok=False)
     assert proc.returncode == 1
     out = proc.stdout
-    for expected in ["destination 2 ('bad-dest'):", "caller_key '+1 (555) 333-3333'): caller_key is not normalised",
-                     "caller_key '5554444444'): destination is empty", "'5556666666'): destination:",
+    for expected in ["destination 2 ('bad-dest'):", "caller_key '+1 (555) 333-3333'): caller_key: '+1 (555) 333-3333' "
+                     "is not normalised", "caller_key '5554444444'): destination: required", "'5556666666'): destination:",
                      "'5557777777'): destination: destination 'sales-queue' is not a defined name",
-                     "'5558888888'): notes contain a control character", "digits_match 25 is not 1 to 20",
-                     "match_mode 'fuzzy'", "no_match_destination: destination 'nowhere'",
-                     "source '5550100' is also served by enabled rule 'Customer Routing'"]:
+                     "'5558888888'): notes: contains a control character", "digits: must be 1 to 20, not 25",
+                     "match_mode: 'fuzzy'", "nomatch-dest: destination 'nowhere'",
+                     "source: '5550100' is already served by enabled rule 'Customer Routing'"]:
         assert expected in out, (expected, out)
     assert out.strip().splitlines()[-1] == "10 problems in 2 rules, 7 routes, 2 destinations"
 
