@@ -141,7 +141,7 @@ def validate_route(rule: Rule, caller_id: str, destination: str, notes: str, exp
         key = stored_key(caller_id, rule.digits_match, prefix=rule.prefix)
     except CallerIDError as exc:
         raise UserError(f"caller_id: {exc}") from None
-    destination = destination.strip()
+    destination = destination.strip(" ")  # spaces only: str.strip would drop controls such as NEL unseen
     first(route_problems(rule, key, destination, notes, known, _CONTEXT, checked))
     return ValidRoute(key, destination, notes, parse_expiry(expires, now))
 
