@@ -101,7 +101,7 @@ def cmd_rule(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    with opened(args, write=args.action not in ("list", "export") and not getattr(args, "dry_run", False)):
+    with opened(args, write=args.action not in ("list", "export", "import")):  # import takes its own transaction
         if args.action == "add":
             row = admin.add_route(args.rule, args.caller_id, args.dest or "", args.notes, args.expires or "")
             print(f"route {row.caller_key} -> {row.destination or '(rule match destination)'} saved")

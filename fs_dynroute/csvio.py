@@ -1,7 +1,8 @@
 """CSV import and export of a rule's routes (``caller_id,destination,notes[,expires_at]``), as CRMs export them.
 
 Import validates every row before writing anything: one bad row means nothing is imported,
-and every bad line is reported with its number and reason. The file must be UTF-8 (a BOM is fine);
+and every bad line is reported with its number and reason. Only the writing holds the database's
+write lock: on SQLite a lock held while 100k rows are checked would stall a server's consumes. The file must be UTF-8 (a BOM is fine);
 any other encoding, broken quoting or an empty file given to ``--replace`` is one clear error.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TextIO, TypeVar
 
 from fs_dynroute.admin import UserError, ValidRoute, upsert_routes, validate_route
+from fs_dynroute.database import write_transaction
 from fs_dynroute.models import Route, Rule, destination_map, utcnow
 
 T = TypeVar("T")
@@ -75,9 +77,11 @@ def _is_header(cells: list[str]) -> bool:
     return bool(cells) and not any(c.isdigit() for c in cells[0])
 
 
-def parse(rule: Rule, lines: Iterable[str], progress: bool = False) -> list[ValidRoute]:
-    """Validate a whole CSV against ``rule``; raises RouteImportError listing every bad line."""
-    known, now, checked = destination_map(), utcnow(), set()
+def parse(rule: Rule, lines: Iterable[str], progress: bool = False,
+          known: dict[str, str] | None = None) -> list[ValidRoute]:
+    """Validate a whole CSV against ``rule`` (and the named destinations ``known``); raises RouteImportError
+    listing every bad line."""
+    known, now, checked = destination_map() if known is None else known, utcnow(), set()
     rows: list[ValidRoute] = []
     first_line: dict[str, int] = {}
     problems: list[tuple[int, str]] = []
@@ -111,9 +115,10 @@ def parse(rule: Rule, lines: Iterable[str], progress: bool = False) -> list[Vali
     return rows
 
 
-def _checked(rule: Rule, lines: Iterable[str], replace: bool, allow_empty: bool, progress: bool) -> list[ValidRoute]:
+def _checked(rule: Rule, lines: Iterable[str], replace: bool, allow_empty: bool, progress: bool,
+             known: dict[str, str] | None = None) -> list[ValidRoute]:
     """The file's routes; an empty file given to ``replace`` (a failed CRM export, say) only with ``allow_empty``."""
-    rows = parse(rule, lines, progress)
+    rows = parse(rule, lines, progress, known)
     if replace and not rows and not allow_empty:
         stored = Route.select().where(Route.rule == rule).count()
         raise UserError(f"file: no routes in it, so --replace would delete all {stored} routes of rule "
@@ -123,11 +128,24 @@ def _checked(rule: Rule, lines: Iterable[str], replace: bool, allow_empty: bool,
 
 def import_routes(rule: Rule, lines: Iterable[str], replace: bool = False, progress: bool = False,
                   allow_empty: bool = False) -> int:
-    """Validate, then write all rows (call inside a transaction); ``replace`` drops the rule's other routes first."""
-    rows = _checked(rule, lines, replace, allow_empty, progress)
-    if replace:
-        Route.delete().where(Route.rule == rule).execute()
-    return upsert_routes(rule, _with_progress(rows, progress, "writing", len(rows)))
+    """Validate, then write all rows in one transaction of its own; ``replace`` drops the rule's other routes first."""
+    known = destination_map()
+    rows = _checked(rule, lines, replace, allow_empty, progress, known)
+    with write_transaction(Route._meta.database):
+        _unchanged(rule, known)
+        if replace:
+            Route.delete().where(Route.rule == rule).execute()
+        return upsert_routes(rule, _with_progress(rows, progress, "writing", len(rows)))
+
+
+def _unchanged(rule: Rule, known: dict[str, str]) -> None:
+    """Refuse to write rows checked against a rule or destinations that changed meanwhile (another admin)."""
+    now = Rule.get_or_none(Rule.id == rule.id)
+    same = now is not None and (now.digits_match, now.match_mode, now.match_destination) == \
+        (rule.digits_match, rule.match_mode, rule.match_destination)
+    if not same or destination_map() != known:
+        raise UserError(f"rule {rule.name!r} or the named destinations changed while the file was checked; "
+                        "nothing imported, run the import again")
 
 
 def plan_import(rule: Rule, lines: Iterable[str], replace: bool = False, allow_empty: bool = False) -> ImportPlan:

@@ -106,3 +106,15 @@ def test_replace_with_an_empty_file_keeps_every_route_unless_allowed(rule) -> No
     assert csvio.plan_import(rule, io.StringIO("+15552222222,1002,y\n"), replace=True) == csvio.ImportPlan(1, 0, 1)
     assert csvio.import_routes(rule, io.StringIO(""), replace=True, allow_empty=True) == 0
     assert stored() == []
+
+
+def test_a_rule_changed_while_the_file_is_checked_imports_nothing(rule) -> None:
+    """The file is checked before the write lock is taken; what it was checked against is checked again under it."""
+    def crm_export():
+        yield "+15551111111,1001,x\n"
+        admin.edit_rule("Customer Routing", admin.RuleSpec(digits_match=11))  # another administrator, meanwhile
+        yield "+15552222222,1002,y\n"
+
+    with pytest.raises(admin.UserError, match="changed while the file was checked; nothing imported"):
+        csvio.import_routes(rule, crm_export())
+    assert stored() == []
