@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 
 import gevent
-import gevent.subprocess
 import peewee as pw
 import pytest
 
@@ -121,8 +120,11 @@ def test_sqlite_import_succeeds_while_the_server_flushes(tmp_path: Path) -> None
         caller = gevent.spawn(traffic)
         try:
             for attempt in range(2):
-                proc = gevent.subprocess.run([SCRIPT, "route", "import", "Customer Routing", str(big), "--db", url],
-                                             capture_output=True, text=True, timeout=120)
+                # A native thread waits for the CLI while the server and the calls run in this one's hub (not
+                # gevent.subprocess: its SIGCHLD reaper would steal later tests' children from subprocess.Popen).
+                proc = gevent.get_hub().threadpool.spawn(
+                    subprocess.run, [SCRIPT, "route", "import", "Customer Routing", str(big), "--db", url],
+                    capture_output=True, text=True, timeout=120).get()
                 assert proc.returncode == 0 and "100000 routes imported" in proc.stdout, (attempt, proc.stderr)
         finally:
             caller.kill()
