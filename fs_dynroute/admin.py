@@ -19,7 +19,7 @@ import peewee as pw
 from fs_dynroute.callerid import CallerIDError, stored_key
 from fs_dynroute.destinations import DestinationError, validate_name, validate_transfer
 from fs_dynroute.models import EXACT, PREFIX, Destination, Route, Rule, destination_map, utcnow
-from fs_dynroute.validation import UserError, clash_problems, first, route_problems, rule_problems
+from fs_dynroute.validation import UserError, clash_problems, raise_first, route_problems, rule_problems
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -82,7 +82,7 @@ def _apply(rule: Rule, spec: RuleSpec) -> Rule:
             setattr(rule, field, getattr(spec, field))
     if spec.prefix is not None:
         rule.match_mode = PREFIX if spec.prefix else EXACT
-    first(rule_problems(rule, destination_map(), _CONTEXT))
+    raise_first(rule_problems(rule, destination_map(), _CONTEXT))
     if (rule.digits_match, rule.match_mode) != before and rule.id is not None \
             and Route.select().where(Route.rule == rule).exists():
         raise UserError("digits/prefix: the rule has routes stored under the old setting; "
@@ -90,7 +90,7 @@ def _apply(rule: Rule, spec: RuleSpec) -> Rule:
     if rule.enabled:
         clash = (Rule.select().where((Rule.source == rule.source) & Rule.enabled & (Rule.id != (rule.id or 0)))
                  .order_by(Rule.id).first())
-        first(clash_problems(rule, clash.name if clash else None))
+        raise_first(clash_problems(rule, clash.name if clash else None))
     rule.updated_at = utcnow()
     rule.save()
     return rule
@@ -142,7 +142,7 @@ def validate_route(rule: Rule, caller_id: str, destination: str, notes: str, exp
     except CallerIDError as exc:
         raise UserError(f"caller_id: {exc}") from None
     destination = destination.strip(" ")  # spaces only: str.strip would drop controls such as NEL unseen
-    first(route_problems(rule, key, destination, notes, known, _CONTEXT, checked))
+    raise_first(route_problems(rule, key, destination, notes, known, _CONTEXT, checked))
     return ValidRoute(key, destination, notes, parse_expiry(expires, now))
 
 

@@ -20,7 +20,7 @@ from fs_dynroute.models import Destination, Route, Rule, database, destination_m
 from fs_dynroute.routing import route_call
 from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
 from fs_dynroute.store import SQLStore
-from fs_dynroute.validation import clashes, first
+from fs_dynroute.validation import clashes, raise_first
 
 EXIT_USAGE = 2
 
@@ -229,7 +229,7 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
         rules, clashing = [], clashes(Rule.select())
         for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
             try:
-                first(clashing.get(row.id, []))  # the server ignores it too
+                raise_first(clashing.get(row.id, []))  # the server ignores it too
                 rules.append(store.rule_for(name=row.name))
             except admin.UserError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
                 print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)

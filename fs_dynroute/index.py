@@ -23,7 +23,7 @@ from gevent.threadpool import ThreadPool
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.models import utcnow
 from fs_dynroute.store import ChangeFeed, RouteRow, SQLStore, key_candidates, route_target, rule_view
-from fs_dynroute.validation import clashes, first
+from fs_dynroute.validation import clashes, raise_first
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class IndexedStore:
         rules, clashing = {}, clashes(snapshot.rules)
         for row in snapshot.rules:
             try:
-                first(clashing.get(row.id, []))
+                raise_first(clashing.get(row.id, []))
                 rules[row.id] = rule_view(row, self.names, self.sql.default_context)
             except ValueError as exc:  # a broken rule serves no call; `fs-dynroute check` reports it
                 log.error("rule %r ignored: %s", row.name, exc)

@@ -46,7 +46,7 @@ class RuleRow(Protocol):
     enabled: bool
 
 
-def first(problems: list[str]) -> None:
+def raise_first(problems: list[str]) -> None:
     """Raise the first problem as a UserError (admin's way: one line, nothing written)."""
     if problems:
         raise UserError(problems[0])
