@@ -19,7 +19,7 @@ import peewee as pw
 from fs_dynroute.callerid import CallerIDError, stored_key
 from fs_dynroute.destinations import DestinationError, validate_name, validate_transfer
 from fs_dynroute.models import EXACT, PREFIX, Destination, Route, Rule, destination_map, utcnow
-from fs_dynroute.validation import UserError, clash_problems, raise_first, route_problems, rule_problems
+from fs_dynroute.validation import UserError, clash_problems, raise_first, record_problems, rule_problems
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -142,7 +142,7 @@ def validate_route(rule: Rule, caller_id: str, destination: str, notes: str, exp
     except CallerIDError as exc:
         raise UserError(f"caller_id: {exc}") from None
     destination = destination.strip(" ")  # spaces only: str.strip would drop controls such as NEL unseen
-    raise_first(route_problems(rule, key, destination, notes, known, _CONTEXT, checked))
+    raise_first(record_problems(rule, destination, notes, known, _CONTEXT, checked))
     return ValidRoute(key, destination, notes, parse_expiry(expires, now))
 
 

@@ -143,8 +143,18 @@ def key_problems(key: str, digits_match: int, prefix: bool) -> list[str]:
 
 def route_problems(rule: RuleRow, key: str, destination: str, notes: str, names: Mapping[str, str], context: str,
                    checked: set[str] | None = None) -> list[str]:
-    """One route of ``rule``. ``checked`` remembers destinations already found good (thousands of routes share a few)."""
-    problems = key_problems(key, rule.digits_match, rule.prefix)
+    """One stored route of ``rule``: its key, then what ``record_problems`` checks."""
+    return key_problems(key, rule.digits_match, rule.prefix) + \
+        record_problems(rule, destination, notes, names, context, checked)
+
+
+def record_problems(rule: RuleRow, destination: str, notes: str, names: Mapping[str, str], context: str,
+                    checked: set[str] | None = None) -> list[str]:
+    """A route's destination and notes (admin's keys come from stored_key, normal by construction).
+
+    ``checked`` remembers destinations already found good: thousands of routes share a few.
+    """
+    problems = []
     if not destination:
         if rule.match_destination == DYNAMIC:
             problems.append(f"destination: required, rule {rule.name!r} routes to each record's own destination")
