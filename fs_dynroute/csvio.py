@@ -1,9 +1,10 @@
 """CSV import and export of a rule's routes (``caller_id,destination,notes[,expires_at]``), as CRMs export them.
 
 Import validates every row before writing anything: one bad row means nothing is imported,
-and every bad line is reported with its number and reason. Only the writing holds the database's
-write lock: on SQLite a lock held while 100k rows are checked would stall a server's consumes. The file must be UTF-8 (a BOM is fine);
+and every bad line is reported with its number and reason. The file must be UTF-8 (a BOM is fine);
 any other encoding, broken quoting or an empty file given to ``--replace`` is one clear error.
+Only the writing holds the database's write lock: on SQLite a lock held while 100k rows are
+checked would stall a server's consumes.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def utf8_lines(binary: Iterable[bytes]) -> Iterator[str]:
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise UserError(f"line {number}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 "
-                            "(latin-1 or cp1252?); fs-dynroute reads UTF-8 (save it as 'CSV UTF-8')") from None
+            raise UserError(f"line {number}: byte 0x{raw[exc.start]:02x} (byte {exc.start + 1} of the line) is not "
+                            "UTF-8 (latin-1 or cp1252?); fs-dynroute reads UTF-8 (save it as 'CSV UTF-8')") from None
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -104,7 +105,8 @@ def parse(rule: Rule, lines: Iterable[str], progress: bool = False,
                 problems.append((line, str(exc)))
                 continue
             if row.caller_key in first_line:
-                problems.append((line, f"caller_id: key {row.caller_key} already given on line {first_line[row.caller_key]}"))
+                problems.append((line, f"caller_id: key {row.caller_key} already given on line "
+                                       f"{first_line[row.caller_key]}"))
                 continue
             first_line[row.caller_key] = line
             rows.append(row)

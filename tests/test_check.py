@@ -51,7 +51,8 @@ def test_check_reports_every_bad_row_and_exits_non_zero(db: pw.Database, db_url:
     assert proc.returncode == 1
     out = proc.stdout
     for expected in ["destination 2 ('bad-dest'):", "caller_key '+1 (555) 333-3333'): caller_key: '+1 (555) 333-3333' "
-                     "is not normalised", "caller_key '5554444444'): destination: required", "'5556666666'): destination:",
+                     "is not normalised", "caller_key '5554444444'): destination: required",
+                     "'5556666666'): destination:",
                      "'5557777777'): destination: destination 'sales-queue' is not a defined name",
                      "'5558888888'): notes: contains a control character", "digits: must be 1 to 20, not 25",
                      "match_mode: 'fuzzy'", "nomatch-dest: destination 'nowhere'",

@@ -10,7 +10,7 @@ issue item                                                 test
 8.6   SQLite import fails while ``serve`` flushes          test_sqlite_import_succeeds_while_the_server_flushes
 8.6   "database is locked (did you run initdb?)"           test_database_locked_says_so_not_initdb
 8.8   ``--replace`` with an empty file deletes everything  test_replace_with_no_routes_is_refused_unless_allow_empty
-8.8   ``--dry-run`` says what ``--replace`` would do       test_dry_run_counts_adds_updates_and_removals_and_writes_nothing
+8.8   ``--dry-run`` says what ``--replace`` would do       test_dry_run_counts_adds_updates_and_removals_and_...
 8.9   CSV in latin-1/cp1252/UTF-16: traceback              test_a_csv_in_another_encoding_names_the_line
 8.9   field over 128 KiB, unterminated quote: traceback    test_broken_csv_quoting_names_the_line
 8.9   ``--expires`` overflow, CLI and CSV: traceback       test_expiry_beyond_the_calendar_is_refused
@@ -154,7 +154,8 @@ def test_replace_with_no_routes_is_refused_unless_allow_empty(cli: CLI, tmp_path
     empty.write_text(content)
     message = refused(cli, "route", "import", "Customer Routing", str(empty), "--replace")
     assert "would delete all 2 routes" in message and "--allow-empty" in message
-    assert "0 routes imported" in cli("route", "import", "Customer Routing", str(empty)).stdout  # no --replace: harmless
+    # without --replace an empty file is harmless
+    assert "0 routes imported" in cli("route", "import", "Customer Routing", str(empty)).stdout
     cli("route", "import", "Customer Routing", str(empty), "--replace", "--allow-empty")
     assert routes(cli) == []
 
@@ -175,8 +176,8 @@ def test_dry_run_counts_adds_updates_and_removals_and_writes_nothing(cli: CLI, t
 
 
 @pytest.mark.parametrize("encoding, line, says", [
-    ("latin-1", 3, "byte 0xfc at column 20 is not UTF-8"),
-    ("cp1252", 3, "byte 0x93 at column 19 is not UTF-8"),
+    ("latin-1", 3, "byte 0xfc (byte 20 of the line) is not UTF-8"),
+    ("cp1252", 3, "byte 0x93 (byte 19 of the line) is not UTF-8"),
     ("utf-16", 1, "UTF-16"),
     ("utf-16-le", 1, "NUL bytes"),
 ])

@@ -113,7 +113,8 @@ def test_admin_check_and_the_server_agree_on_every_bad_row(db: pw.Database, db_u
     with running_server(db_url) as server:
         plan = dialplan_for(server, DIALPLAN_DEFAULT)
         for (why, columns, _), row in zip(BAD_RULES, rules):
-            by_name = place_call(plan, "+15551111111", str(row["source"]), variables={"dynroute_rule": str(row["name"])})
+            by_name = place_call(plan, "+15551111111", str(row["source"]),
+                                 variables={"dynroute_rule": str(row["name"])})
             assert (by_name.target, by_name.variables.get("dynroute_result")) == (DIALPLAN_DEFAULT, None), why
             if "source" not in columns:
                 assert place_call(plan, "+15551111111", str(row["source"])).target == DIALPLAN_DEFAULT, why
