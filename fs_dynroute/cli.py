@@ -14,12 +14,13 @@ import peewee as pw
 
 from fs_dynroute import __version__, admin, csvio, demo
 from fs_dynroute.config import BY_NAME, SETTINGS, ConfigError, ServeConfig, check_context, resolve
-from fs_dynroute.database import DatabaseURLError, open_database
+from fs_dynroute.database import DatabaseURLError, open_database, write_transaction
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.routing import route_call
 from fs_dynroute.schema import initdb, schema_sql
 from fs_dynroute.store import SQLStore
+from fs_dynroute.validation import clashes, raise_first
 
 EXIT_USAGE = 2
 GLOBAL_SETTINGS = ("db", "default_context")  # serve settings every command takes, before or after its name
@@ -32,7 +33,7 @@ def opened(args: argparse.Namespace, *, write: bool = True) -> Iterator[pw.Datab
     database.initialize(db)
     with db.connection_context():
         if write:
-            with db.atomic():
+            with write_transaction(db):
                 yield db
         else:
             yield db
@@ -139,10 +140,15 @@ def cmd_route_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_route_import(args: argparse.Namespace) -> int:
-    with opened(args):
+    with opened(args, write=False):  # the import takes its own transaction, after checking the file
         rule = admin.get_rule(args.rule)
-        with open(args.file, newline="", encoding="utf-8-sig") as f:
-            count = csvio.import_routes(rule, f, replace=args.replace, progress=sys.stdout.isatty())
+        with open(args.file, "rb") as f:
+            if args.dry_run:
+                plan = csvio.plan_import(rule, csvio.utf8_lines(f), args.replace, args.allow_empty)
+                print(f"dry run, nothing written: {plan} in {args.rule!r}")
+                return 0
+            count = csvio.import_routes(rule, csvio.utf8_lines(f), replace=args.replace,
+                                        progress=sys.stdout.isatty(), allow_empty=args.allow_empty)
     print(f"{count} routes imported into {args.rule!r}" + (" (replacing all others)" if args.replace else ""))
     return 0
 
@@ -234,11 +240,12 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
         raise admin.UserError(str(exc)) from None
     with opened(args, write=False) as db:
         store = SQLStore(db, args.default_context)
-        rules = []
+        rules, clashing = [], clashes(Rule.select())
         for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
             try:
+                raise_first(clashing.get(row.id, []))  # the server ignores it too
                 rules.append(store.rule_for(name=row.name))
-            except DestinationError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
+            except admin.UserError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
                 print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
     sys.stdout.write(render(rules, servers, args.context))
     return 0
@@ -339,6 +346,9 @@ def add_route_commands(commands: Commands) -> None:
     p.add_argument("rule")
     p.add_argument("file")
     p.add_argument("--replace", action="store_true", help="delete the rule's routes not in the file")
+    p.add_argument("--allow-empty", action="store_true", help="let --replace with a file of no routes delete them all")
+    p.add_argument("--dry-run", action="store_true", help="say how many routes would be added, updated and "
+                   "removed; write nothing")
     p = route.leaf("export", cmd_route_export, help="write a rule's routes as CSV")
     p.add_argument("rule")
     p.add_argument("file", nargs="?", help="output file (default: standard output)")
@@ -404,5 +414,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"fs-dynroute: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
     except pw.DatabaseError as exc:
-        print(f"fs-dynroute: error: database: {exc} (did you run 'fs-dynroute initdb'?)", file=sys.stderr)
+        print(f"fs-dynroute: error: database: {database_error(exc)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def database_error(exc: pw.DatabaseError) -> str:
+    """The driver's message on one line, with the hint that fits it."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return f"{text} (another process held the write lock longer than the busy timeout; nothing was written, " \
+               "try again)"
+    if any(s in lowered for s in ("no such table", "doesn't exist", "does not exist")):
+        return f"{text} (did you run 'fs-dynroute initdb'?)"
+    return text

@@ -74,3 +74,11 @@ def open_database(url: str | None = None, *, pooled: bool = False, max_connectio
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     return db_url.connect(f"{scheme}://{rest}", **params)
+
+
+def write_transaction(db: pw.Database) -> pw._atomic:
+    """A transaction that will write. On SQLite it takes the write lock at BEGIN (IMMEDIATE), so it waits up to
+    the busy timeout for another writer (a server flushing statistics); a deferred one that has read first cannot
+    upgrade once another connection committed, and fails at once with 'database is locked'."""
+    db = db.obj if isinstance(db, pw.DatabaseProxy) else db
+    return db.atomic("IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()

@@ -2,9 +2,10 @@
 
 A destination is one of: a name defined with ``dest add`` (``main-ivr``), a bare extension
 (``1001`` -> ``1001 XML <default context>``), or a full transfer argument
-(``1001 XML default``). The result is sent to FreeSWITCH inside ``set dynroute_target=...``
+(``1001 XML default``). The result is sent to FreeSWITCH as the channel variable ``dynroute_target``
 and used by ``transfer ${dynroute_target}``, so it must never carry a newline, a control
-character or a ``${...}`` expansion, and must never be empty: FreeSWITCH drops such calls.
+character, a ``${...}`` expansion or the separator of the values sent (``esl.MULTISET_SEPARATOR``),
+and must never be empty: FreeSWITCH drops such calls.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-DYNAMIC = "dynamic"
+from fs_dynroute.esl import CONTROL, MULTISET_SEPARATOR
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DYNAMIC = "dynamic"
+MAX_TRANSFER = 255  # the width of every destination column, on every backend
+
 _TOKEN = re.compile(r"[A-Za-z0-9_.+*#@:\-]+")
 _EXTENSION = re.compile(r"[0-9+*#]+")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
@@ -36,6 +39,11 @@ def validate_transfer(arg: str) -> str:
         raise DestinationError("destination is empty")
     if CONTROL.search(arg):
         raise DestinationError(f"destination {arg!r} contains a control character")
+    if len(arg) > MAX_TRANSFER:
+        raise DestinationError(f"destination is {len(arg)} characters, longer than {MAX_TRANSFER}")
+    if MULTISET_SEPARATOR in arg:
+        raise DestinationError(f"destination {arg!r} contains {MULTISET_SEPARATOR!r}, which separates the values "
+                               "fs_dynroute sends to FreeSWITCH")
     parts = arg.split(" ")
     if len(parts) > 3 or not all(_TOKEN.fullmatch(p) for p in parts):
         raise DestinationError(
@@ -55,19 +63,6 @@ def resolve(dest: str, names: Mapping[str, str], default_context: str) -> str:
         validate_transfer(dest)
         return validate_transfer(f"{dest} XML {default_context}")
     return validate_transfer(dest)
-
-
-# A rule name travels to FreeSWITCH inside `set dynroute_rule=<name>` (dialplan and server), and `set`
-# expands ${...}, including API calls such as ${system(...)}: no $, braces, quotes or control characters.
-RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.,:;@#+()/-]{0,99}")
-
-
-def validate_rule_name(name: str) -> str:
-    """Check a rule name; raises DestinationError saying what is allowed."""
-    if not RULE_NAME.fullmatch(name):
-        raise DestinationError(f"rule name {name!r} must be 1-100 of letters, digits, spaces and _.,:;@#+()/- "
-                               "starting with a letter or digit (it is sent to FreeSWITCH, which expands ${...})")
-    return name
 
 
 def validate_name(name: str) -> str:

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BUFFER = 256 * 1024
+MULTISET_SEPARATOR = "|"
 
 #: The 67-byte body FreeSWITCH sends with every ``Content-Disposition: disconnect`` notice (captured, verbatim).
 DISCONNECT_NOTICE_BODY = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
@@ -56,7 +57,9 @@ DISCONNECT_NOTICE_BODY = b"Disconnected, goodbye.\nSee you at ClueCon! http://ww
 _URL_UNSAFE = frozenset(b'\r\n #%&+:;<=>?@[\\]^`{|}"')
 _UPPER_HEX = b"0123456789ABCDEF"
 _NEEDS_ENCODING = re.compile(r'[^\x20-\x7e]|[ #%&+:;<=>?@\[\\\]^`{|}"]')
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The one set of control characters: C0, DEL, C1 (U+0080-U+009F, NEL among them) and the line and paragraph
+# separators, i.e. everything str.splitlines splits on. Never sent, stored or logged raw.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _VARIABLE_NAME = re.compile(r"[A-Za-z0-9_]+")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+")
 _DIGITS = re.compile(rb"[0-9]{1,12}")
@@ -322,7 +325,7 @@ class CommandReader(_Framer):
 
 
 def _refuse_controls(field_name: str, value: str) -> None:
-    match = _CONTROL.search(value)
+    match = CONTROL.search(value)
     if match:
         raise ValueError(f"{field_name} contains control character {match.group()!r}")
 
@@ -393,7 +396,7 @@ def encode_headers(headers: list[tuple[str, str]]) -> bytes:
     """
     lines = []
     for name, value in headers:
-        if not name or ":" in name or _CONTROL.search(name):
+        if not name or ":" in name or CONTROL.search(name):
             raise ValueError(f"invalid header name {name!r}")
         lines.append(f"{name}: {url_encode(value) or '_undef_'}\n")
     return ("".join(lines) + "\n").encode("ascii")

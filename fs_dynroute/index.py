@@ -23,6 +23,7 @@ from gevent.threadpool import ThreadPool
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.models import utcnow
 from fs_dynroute.store import ChangeFeed, RouteRow, SQLStore, key_candidates, route_target, rule_view
+from fs_dynroute.validation import clashes, raise_first
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,10 @@ class IndexedStore:
     def _load_rules(self) -> None:
         snapshot = self.offload(self.feed.snapshot)
         self.names, self._targets = snapshot.names, {}
-        rules = {}
+        rules, clashing = {}, clashes(snapshot.rules)
         for row in snapshot.rules:
             try:
+                raise_first(clashing.get(row.id, []))
                 rules[row.id] = rule_view(row, self.names, self.sql.default_context)
             except ValueError as exc:  # a broken rule serves no call; `fs-dynroute check` reports it
                 log.error("rule %r ignored: %s", row.name, exc)

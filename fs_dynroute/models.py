@@ -12,7 +12,7 @@ import peewee as pw
 
 database = pw.DatabaseProxy()
 
-MATCH_MODES = ("exact", "prefix")
+MATCH_MODES = EXACT, PREFIX = ("exact", "prefix")
 
 
 def utcnow() -> dt.datetime:
@@ -41,9 +41,14 @@ class Rule(BaseModel):
     no_match_destination = pw.CharField(max_length=255)
     delete_after_use = pw.BooleanField(default=False)
     enabled = pw.BooleanField(default=True)
-    match_mode = pw.CharField(max_length=10, default="exact")
+    match_mode = pw.CharField(max_length=10, default=EXACT)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+
+    @property
+    def prefix(self) -> bool:
+        """Stored keys are leading parts of a call's key (the longest wins) rather than whole keys."""
+        return self.match_mode == PREFIX
 
     class Meta:
         table_name = "dynroute_rule"

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import peewee as pw
 
 from fs_dynroute.decision import Decision, RouteView, RuleView
-from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve, validate_rule_name
+from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve
 from fs_dynroute.models import Audit, Change, Route, Rule, database, destination_map, utcnow
+from fs_dynroute.validation import UserError, rule_problems
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,14 +51,15 @@ class Store(Protocol):
 
 
 def rule_view(rule: Rule, names: dict[str, str], default_context: str) -> RuleView:
-    """A Rule row as the call path sees it; raises DestinationError if its name or destinations are unusable."""
-    validate_rule_name(rule.name)
+    """A Rule row as the call path sees it; raises UserError with every problem if validation rejects the row."""
+    if problems := rule_problems(rule, names, default_context):
+        raise UserError("; ".join(problems))
     match = None if rule.match_destination == DYNAMIC else resolve(rule.match_destination, names, default_context)
     return RuleView(
         id=rule.id, name=rule.name, source=rule.source, digits_match=rule.digits_match,
         no_match_target=resolve(rule.no_match_destination, names, default_context),
         match_target=match, delete_after_use=bool(rule.delete_after_use), enabled=bool(rule.enabled),
-        prefix=rule.match_mode == "prefix")
+        prefix=rule.prefix)
 
 
 def route_target(destination: str, names: dict[str, str], default_context: str) -> str | None:

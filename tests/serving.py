@@ -24,6 +24,7 @@ import gevent
 from fs_dynroute.config import ServeConfig
 from fs_dynroute.database import backend_of, open_database
 from fs_dynroute.fakeswitch.switch import Dialplan
+from fs_dynroute.models import MODELS
 from fs_dynroute.service import Service
 
 SCRIPT = shutil.which("fs-dynroute", path=str(Path(sys.executable).parent)) or "fs-dynroute"
@@ -59,6 +60,24 @@ class CLI:
 
     def json(self, *args: str) -> object:
         return json.loads(self(*args, "--json").stdout)
+
+    def refused(self, *args: str) -> str:
+        """Run a command that must fail cleanly: exit 2, one line on stderr, no traceback, nothing written."""
+        before = table_contents(self.db_url)
+        proc = self(*args, ok=False)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("fs-dynroute: error: ") and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert table_contents(self.db_url) == before
+        return proc.stderr
+
+
+def table_contents(db_url: str) -> dict[str, list[tuple]]:
+    """Every row of every table, read straight from the database."""
+    db = open_database(db_url)
+    with db.connection_context():
+        return {m._meta.table_name: sorted(map(tuple, m.select().tuples().execute(db)), key=repr)
+                for m in MODELS}
 
 
 # -- the service in-process ------------------------------------------------------------------------------------

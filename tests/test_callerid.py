@@ -58,3 +58,11 @@ def test_stored_prefix(caller_id: str, digits: int, prefix: bool, expected: str)
 def test_stored_key_refuses_with_reason(caller_id: str, digits: int, prefix: bool, reason: str) -> None:
     with pytest.raises(CallerIDError, match=reason):
         stored_key(caller_id, digits, prefix)
+
+
+@pytest.mark.parametrize("digits", ["٥٥٥١١١١١١١", "555¹¹¹¹¹¹¹", "５５５１１１１１１１", "555\u0660111111"])
+def test_only_ascii_digits_make_a_key(digits: str) -> None:
+    """str.isdigit() says yes to these; no call can ever carry them as a key, so nothing may store them."""
+    assert call_key(digits, 10) is None
+    with pytest.raises(CallerIDError, match="not a phone number"):
+        stored_key(digits, 10)

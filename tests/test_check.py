@@ -49,12 +49,13 @@ def test_check_reports_every_bad_row_and_exits_non_zero(db: pw.Database, db_url:
     proc = cli("check", ok=False)
     assert proc.returncode == 1
     out = proc.stdout
-    for expected in ["destination 2 ('bad-dest'):", "caller_key '+1 (555) 333-3333'): caller_key is not normalised",
-                     "caller_key '5554444444'): destination is empty", "'5556666666'): destination:",
+    for expected in ["destination 2 ('bad-dest'):", "caller_key '+1 (555) 333-3333'): caller_key: '+1 (555) 333-3333' "
+                     "is not normalised", "caller_key '5554444444'): destination: required",
+                     "'5556666666'): destination:",
                      "'5557777777'): destination: destination 'sales-queue' is not a defined name",
-                     "'5558888888'): notes contain a control character", "digits_match 25 is not 1 to 20",
-                     "match_mode 'fuzzy'", "no_match_destination: destination 'nowhere'",
-                     "source '5550100' is also served by enabled rule 'Customer Routing'"]:
+                     "'5558888888'): notes: contains a control character", "digits: must be 1 to 20, not 25",
+                     "match_mode: 'fuzzy'", "nomatch-dest: destination 'nowhere'",
+                     "source: '5550100' is already served by enabled rule 'Customer Routing'"]:
         assert expected in out, (expected, out)
     assert out.strip().splitlines()[-1] == "10 problems in 2 rules, 7 routes, 2 destinations"
 
@@ -76,3 +77,23 @@ def test_a_rule_name_that_freeswitch_would_expand_never_reaches_it(db: pw.Databa
     with running_server(db_url) as server:
         outcome = place_call(dialplan_for(server, NO_MATCH), "+15551111111", "5550200")
     assert outcome.target == NO_MATCH and "dynroute_rule" not in outcome.variables
+
+
+def test_an_enabled_rule_on_a_served_source_is_left_out_of_the_dialplan_and_the_server(db: pw.Database,
+                                                                                        db_url: str) -> None:
+    """Admin refuses a second enabled rule on a source; one a CRM wrote is reported, left out and ignored."""
+    cli = CLI(db_url)
+    demo.load()
+    db.execute_sql("INSERT INTO dynroute_rule (name, source, digits_match, match_destination, no_match_destination, "
+                   "delete_after_use, enabled, match_mode, created_at, updated_at) VALUES ('Second', '5550100', 10, "
+                   "'dynamic', '7777', FALSE, TRUE, 'exact', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    plan = cli("dialplan")
+    assert plan.stdout.count("<extension") == 1 and "'Second' left out: source:" in plan.stderr
+    assert "('Second'): source: '5550100' is already served by enabled rule 'Customer Routing'" in \
+        cli("check", ok=False).stdout
+    with running_server(db_url) as server:
+        named = place_call(dialplan_for(server, NO_MATCH), "+15551111111", "5550100",
+                           variables={"dynroute_rule": "Second"})
+        by_source = place_call(dialplan_for(server, NO_MATCH), "+15551111111", "5550100")
+    assert (named.target, named.variables.get("dynroute_result")) == (NO_MATCH, None)
+    assert by_source.target == "1001 XML default"

@@ -89,3 +89,32 @@ def test_many_rows_sharing_a_few_destinations(rule) -> None:
     with pytest.raises(csvio.RouteImportError) as err:
         csvio.import_routes(rule, io.StringIO(text + "+15559999999,,missing\n"))
     assert [n for n, _ in err.value.problems] == [1201]
+
+
+def test_a_utf8_file_with_a_bom_and_crlf_line_ends_imports(rule) -> None:
+    """What Excel's 'CSV UTF-8' writes: a byte-order mark, a header, CRLF."""
+    data = "\ufeffcaller_id,destination,notes\r\n+15551111111,1001,Müller ✓\r\n".encode("utf-8")
+    assert csvio.import_routes(rule, csvio.utf8_lines(io.BytesIO(data))) == 1
+    assert stored()[0][:3] == ("5551111111", "1001", "Müller ✓")
+
+
+def test_replace_with_an_empty_file_keeps_every_route_unless_allowed(rule) -> None:
+    csvio.import_routes(rule, io.StringIO("+15551111111,1001,x\n"))
+    with pytest.raises(admin.UserError, match="would delete all 1 routes .* --allow-empty"):
+        csvio.import_routes(rule, io.StringIO("caller_id,destination,notes\n"), replace=True)
+    assert len(stored()) == 1
+    assert csvio.plan_import(rule, io.StringIO("+15552222222,1002,y\n"), replace=True) == csvio.ImportPlan(1, 0, 1)
+    assert csvio.import_routes(rule, io.StringIO(""), replace=True, allow_empty=True) == 0
+    assert stored() == []
+
+
+def test_a_rule_changed_while_the_file_is_checked_imports_nothing(rule) -> None:
+    """The file is checked before the write lock is taken; what it was checked against is checked again under it."""
+    def crm_export():
+        yield "+15551111111,1001,x\n"
+        admin.edit_rule("Customer Routing", admin.RuleSpec(digits_match=11))  # another administrator, meanwhile
+        yield "+15552222222,1002,y\n"
+
+    with pytest.raises(admin.UserError, match="changed while the file was checked; nothing imported"):
+        csvio.import_routes(rule, crm_export())
+    assert stored() == []

@@ -29,6 +29,10 @@ def test_resolve(dest: str, expected: str) -> None:
     ("1001 XML default extra", "EXTENSION"),
     ("1001 BOGUS default", "unknown dialplan"),
     ("1001  XML", "EXTENSION"),
+    ("1001\x85XML", "control character"),  # C1 (NEL): str.splitlines breaks there
+    ("1001\u2028", "control character"),
+    ("1001|dynroute_result=match", "contains '|'"),  # the separator of the values sent in one multiset
+    ("1" * 256, "longer than 255"),
 ])
 def test_refuse(dest: str, reason: str) -> None:
     with pytest.raises(DestinationError, match=reason):

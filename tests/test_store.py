@@ -49,7 +49,8 @@ def test_prefix_mode_longest_prefix_wins(db: pw.Database) -> None:
 def test_expired_route_never_matches_and_prefix_falls_back(db: pw.Database) -> None:
     make_rule(prefix=True)
     admin.add_route("Customer Routing", "555", "2000")
-    admin.add_route("Customer Routing", "5551", "2001", expires="2020-01-01T00:00:00Z")
+    admin.add_route("Customer Routing", "5551", "2001", expires="1h")  # admin refuses a past time: age it here
+    Route.update(expires_at=dt.datetime(2020, 1, 1)).where(Route.caller_key == "5551").execute()
     store = SQLStore(db)
     rule = store.rule_for(source="5550100")
     assert route_call(store, rule, "+15551234567").destination == "2000 XML default"
