@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fs_dynroute import expiry
 from fs_dynroute.admin import SOURCE_PATTERN
 from fs_dynroute.callerid import MAX_DIGITS
 from fs_dynroute.destinations import (CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_rule_name,
@@ -84,9 +85,18 @@ def route_problems(names: dict[str, str], context: str) -> Iterator[str]:
             yield f"{where}: notes contain a control character"
 
 
+def expiry_problems() -> Iterator[str]:
+    """Routes whose expires_at cannot be read (the rule lives in expiry.py, shared with the call path)."""
+    rules = {r.id: r.name for r in Rule.select(Rule.id, Rule.name)}
+    for route_id, rule_id, key, text in expiry.unreadable():
+        yield (f"route {route_id} (rule {rules.get(rule_id, rule_id)!r}, caller_key {key!r}): expires_at {text!r} "
+               f"is not a date-time ({expiry.FORM}); the route never matches")
+
+
 def problems(context: str) -> Iterator[str]:
     """Every problem in the database, one line each, destinations first, then rules, then routes."""
     names = destination_map()
     yield from destination_problems()
     yield from rule_problems(names, context)
     yield from route_problems(names, context)
+    yield from expiry_problems()

@@ -44,8 +44,9 @@ def parse(text: str | None) -> dt.datetime | None:
     raise UnreadableExpiry(f"expires_at {text!r} is not a date-time ({FORM})")
 
 
-def as_text(db: pw.Database) -> pw.Node:
+def as_text(db: pw.Database | pw.DatabaseProxy) -> pw.Node:
     """``expires_at`` cast to text in SQL, so no driver ever converts (and fails on) a bad value."""
+    db = db.obj if isinstance(db, pw.DatabaseProxy) else db
     return pw.Cast(Route.expires_at, "CHAR" if isinstance(db, pw.MySQLDatabase) else "TEXT")
 
 
@@ -61,9 +62,9 @@ def usable(route_id: int, rule_id: int, key: str, text: str | None) -> tuple[boo
         return False, None
 
 
-def unreadable(db: pw.Database) -> Iterator[tuple[int, int, str, str]]:
+def unreadable() -> Iterator[tuple[int, int, str, str]]:
     """Every route whose expiry cannot be read: (route id, rule id, caller_key, the stored text)."""
-    query = (Route.select(Route.id, Route.rule_id, Route.caller_key, as_text(db))
+    query = (Route.select(Route.id, Route.rule_id, Route.caller_key, as_text(Route._meta.database))
              .where(Route.expires_at.is_null(False)).order_by(Route.id).tuples())
     for route_id, rule_id, key, text in query.iterator():
         try:
