@@ -179,10 +179,10 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fs_dynroute.index import IndexedStore  # gevent only where it serves
+    from fs_dynroute.index import OWN_THREADS, IndexedStore  # gevent only where it serves
     from fs_dynroute.server import DynrouteServer, StoreRouter
 
-    db = open_database(args.db, pooled=True, max_connections=args.db_threads + 2,
+    db = open_database(args.db, pooled=True, max_connections=args.db_threads + OWN_THREADS,
                        busy_timeout=args.decision_timeout)
     sql = SQLStore(db, args.default_context)
     check_schema(db)

@@ -25,9 +25,6 @@ log = logging.getLogger(__name__)
 _FORM = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?")
 FORM = "YYYY-MM-DD HH:MM:SS in UTC"
 
-_reported: set[int] = set()  # route ids already logged, so a bad row is logged once, not on every reload
-
-
 class UnreadableExpiry(ValueError):
     """An ``expires_at`` that is not a plain date-time: the route cannot be used."""
 
@@ -50,13 +47,15 @@ def as_text(db: pw.Database | pw.DatabaseProxy) -> pw.Node:
     return pw.Cast(Route.expires_at, "CHAR" if isinstance(db, pw.MySQLDatabase) else "TEXT")
 
 
-def usable(route_id: int, rule_id: int, key: str, text: str | None) -> tuple[bool, dt.datetime | None]:
-    """(True, expiry) for a readable expiry; (False, None), logged once per route, for an unreadable one."""
+def usable(route_id: int, rule_id: int, key: str, text: str | None,
+           reported: set[int]) -> tuple[bool, dt.datetime | None]:
+    """(True, expiry) for a readable expiry; (False, None) for an unreadable one, logged unless its route id
+    is in ``reported`` (the reader's memory of what it said already, so a bad row is not logged every reload)."""
     try:
         return True, parse(text)
     except UnreadableExpiry as exc:
-        if route_id not in _reported:
-            _reported.add(route_id)
+        if route_id not in reported:
+            reported.add(route_id)
             log.warning("route %d (rule %d, caller_key %s) ignored: %s; see 'fs-dynroute check'",
                         route_id, rule_id, key, exc)
         return False, None

@@ -20,6 +20,7 @@ import gc
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,7 +30,8 @@ from gevent.threadpool import ThreadPool
 from fs_dynroute import expiry
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.models import utcnow
-from fs_dynroute.store import ChangeFeed, RouteRow, Snapshot, SQLStore, key_candidates, one_line, route_target, rule_view
+from fs_dynroute.store import (ChangeFeed, RouteRow, Snapshot, SQLStore, key_candidates, one_line, route_target,
+                               rule_view)
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +81,29 @@ def _capture(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
     try:
         return True, fn(*args)
     except Exception as exc:  # handed back to the waiting greenlet
+        _clear_frames(exc)
         return False, exc
+
+
+def _clear_frames(error: BaseException | None) -> None:
+    """Free the locals of a worker's failed frames in the worker itself.
+
+    They hold database cursors. Were the error dropped in the event loop's thread, freeing a SQLite
+    cursor would wait there for its connection's mutex, which the worker holds again by then while it
+    waits out a lock, and it would wait with the GIL held: every call in the process would stop.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 def _timestamp(when: dt.datetime | None) -> float | None:
     return when.replace(tzinfo=dt.timezone.utc).timestamp() if when else None
 
 
-def _entries(rule_id: int, rows: list[RouteRow]) -> dict[str, Entry]:
+def _entries(rule_id: int, rows: list[RouteRow], unreadable: set[int]) -> dict[str, Entry]:
     """A rule's table; a route whose expiry cannot be read is left out (logged once, see expiry.py)."""
     table: dict[str, Entry] = {}
     for route_id, key, dest, text in rows:
@@ -94,7 +111,7 @@ def _entries(rule_id: int, rows: list[RouteRow]) -> dict[str, Entry]:
         if text is None:
             table[key] = (route_id, sys.intern(dest), None)
             continue
-        readable, when = expiry.usable(route_id, rule_id, key, text)
+        readable, when = expiry.usable(route_id, rule_id, key, text, unreadable)
         if readable:
             table[key] = (route_id, sys.intern(dest), _timestamp(when))
     return table
@@ -251,7 +268,7 @@ class IndexedStore:
         cursor = self.feed.last_change()
         snapshot = self.feed.snapshot()
         rules = _rule_views(snapshot, self.sql.default_context)
-        routes = {rule_id: _entries(rule_id, self.feed.routes(rule_id)) for rule_id in rules}
+        routes = {rule_id: _entries(rule_id, self.feed.routes(rule_id), self.sql.unreadable) for rule_id in rules}
         return Loaded(cursor, rules, snapshot.names, routes)
 
     def _start_load(self, why: str) -> None:
@@ -334,14 +351,15 @@ class IndexedStore:
         if whole_rules:
             self._load_rules()
             for rule_id in whole_rules - {None}:
-                self.routes[rule_id] = _entries(rule_id, self._run(self.poller, self.feed.routes, rule_id)) \
-                    if rule_id in self.rules else {}
+                found = self._run(self.poller, self.feed.routes, rule_id) if rule_id in self.rules else []
+                self.routes[rule_id] = _entries(rule_id, found, self.sql.unreadable)
         keys: dict[int, set[str]] = {}
         for _, rule_id, key in rows:
             if key is not None and rule_id not in whole_rules:
                 keys.setdefault(rule_id, set()).add(key)
         for rule_id, changed in keys.items():
-            found = _entries(rule_id, self._run(self.poller, self.feed.routes, rule_id, sorted(changed)))
+            found = _entries(rule_id, self._run(self.poller, self.feed.routes, rule_id, sorted(changed)),
+                             self.sql.unreadable)
             table = self.routes.setdefault(rule_id, {})
             for key in changed:
                 table.pop(key, None)

@@ -57,7 +57,8 @@ def names_and_change_ids(db: pw.Database, migrator: SchemaMigrator | None = None
                    .tuples()]
         if clashes:
             raise SchemaError(f"{model._meta.table_name}: names that differ only in letter case or trailing "
-                              f"spaces are one name now; rename or delete all but one spelling of each of: {', '.join(clashes)}")
+                              "spaces are one name now; rename or delete all but one spelling of each of: "
+                              + ", ".join(clashes))
     if dialect_of(db) == "sqlite" and "AUTOINCREMENT" not in _sqlite_table_sql(db, Change._meta.table_name):
         _rebuild_change_table(db)
     for statement in NAME_INDEXES[dialect_of(db)]:

@@ -158,6 +158,7 @@ class SQLStore:
         self.db = db
         self.default_context = default_context
         self.unsettled: list[tuple[dict[str, Any], int]] = []  # consumes whose COMMIT outcome is not known yet
+        self.unreadable: set[int] = set()  # routes whose unreadable expiry was logged already
 
     @_healing
     def rule_for(self, *, name: str | None = None, source: str | None = None) -> RuleView | None:
@@ -173,7 +174,7 @@ class SQLStore:
                  .where((Route.rule == rule.id) & Route.caller_key.in_(candidates)).tuples())
         now, found = utcnow(), []
         for route_id, caller_key, destination, expires_text, notes in query:
-            readable, expires = expiry.usable(route_id, rule.id, caller_key, expires_text)
+            readable, expires = expiry.usable(route_id, rule.id, caller_key, expires_text, self.unreadable)
             if readable and (expires is None or expires > now):  # as in the index: unreadable is as if expired
                 found.append((route_id, caller_key, destination, expires, notes))
         if not found:

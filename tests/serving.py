@@ -6,6 +6,7 @@ import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import gevent
 
@@ -35,10 +36,13 @@ def live_greenlets() -> list[gevent.Greenlet]:
 
 
 @contextmanager
-def running_server(db_url: str, *, stale_after: float = 3.0, **options: object) -> Iterator[DynrouteServer]:
-    """What ``fs-dynroute serve`` runs, on 127.0.0.1:<free port> over ``db_url``, stopped afterwards."""
+def running_server(db_url: str, *, stale_after: float = 3.0, store_options: dict[str, Any] | None = None,
+                   **options: object) -> Iterator[DynrouteServer]:
+    """What ``fs-dynroute serve`` runs, on 127.0.0.1:<free port> over ``db_url``, stopped afterwards.
+
+    ``store_options`` holds more IndexedStore keywords (threads, full_reload, ...)."""
     db = open_database(db_url, pooled=True, busy_timeout=float(options.get("decision_timeout", 1.0)))
-    store = IndexedStore(SQLStore(db), poll_interval=0.1, stale_after=stale_after)
+    store = IndexedStore(SQLStore(db), poll_interval=0.1, stale_after=stale_after, **(store_options or {}))
     store.start()
     server = DynrouteServer(StoreRouter(store), listen=("127.0.0.1", 0), **options)  # type: ignore[arg-type]
     server.start()
