@@ -124,6 +124,8 @@ def _healing(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (pw.OperationalError, pw.InterfaceError) as exc:
+            if _cut_off(exc):
+                raise  # our own bound fired (a lock held too long): the connection is fine, trying again is not
             _drop_connection(self.db)
             if isinstance(self.db, pw.SqliteDatabase):
                 raise
@@ -139,6 +141,18 @@ def _healing(method: Callable[..., T]) -> Callable[..., T]:
             _drop_connection(self.db)
             raise
     return wrapper
+
+
+# The errors a statement bound (database.bound_statements) raises on a connection that stays usable:
+# PostgreSQL query_canceled and lock_not_available, MariaDB max_statement_time and lock wait timeout.
+_BOUND_FIRED = {"57014", "55P03", 1969, 1205}
+
+
+def _cut_off(error: BaseException) -> bool:
+    """True if ``error`` (as peewee wraps the driver's) is a statement bound firing, not a lost connection."""
+    driver = getattr(error, "orig", None) or error.__context__
+    code = getattr(driver, "pgcode", None) or next(iter(getattr(driver, "args", ()) or ()), None)
+    return code in _BOUND_FIRED
 
 
 def _drop_connection(db: pw.Database) -> None:
