@@ -376,9 +376,13 @@ class IndexedStore:
             table.update(found)
 
     def _low_water(self) -> int:
-        """The cursor as it was ``settle`` seconds ago: changes above it are read again on every poll."""
+        """The cursor as it was ``settle`` seconds ago: changes above it are read again on every poll.
+
+        Forgets what is older than that (however rarely full loads reset the history)."""
         horizon = time.monotonic() - self.settle
-        return max((c for at, c in self._history if at <= horizon), default=self._history[0][1])
+        older = [(at, c) for at, c in self._history if at <= horizon]
+        self._history = older[-1:] + self._history[len(older):]
+        return older[-1][1] if older else self._history[0][1]
 
     def _fresh(self) -> None:
         self.fresh_until = time.monotonic() + self.stale_after

@@ -3,9 +3,9 @@
 | issue 8 item | test |
 |---|---|
 | 1 unreadable ``expires_at`` (MariaDB zero date; SQLite text, epoch, ``Z``; PostgreSQL year 10000, BC) | test_an_unreadable_expiry_costs_only_its_route |
-| 2 locked Delete After Use rows starve the poller | test_locked_delete_after_use_rows_do_not_starve_other_calls |
+| 2 locked Delete After Use rows starve the poller (FOR UPDATE; SQLite write lock) | test_locked_delete_after_use_rows_do_not_starve_other_calls |
 | 3 lost COMMIT acknowledgement loses a record | test_a_lost_commit_reply_puts_the_record_back |
-| 4 a full reload sends calls to No Match | test_calls_during_full_reloads_route_correctly |
+| 4 a full reload sends calls to No Match | test_calls_during_full_reloads_route_correctly (1M rows and event-loop stalls: benchmarks/reload.py) |
 | 5 ``dynroute_change`` never pruned | test_the_change_log_is_pruned_although_the_index_reloads |
 | 5 SQLite change ids restart after pruning | test_change_ids_never_go_back_after_pruning; test_schema (upgrade from v2) |
 | 7 ``Main-IVR`` overwrites ``main-ivr`` on MariaDB | test_names_differing_only_in_case_are_one_name |
