@@ -18,7 +18,7 @@ import peewee as pw
 
 from fs_dynroute.callerid import CallerIDError, stored_key
 from fs_dynroute.destinations import DestinationError, validate_name, validate_transfer
-from fs_dynroute.models import EXACT, PREFIX, Destination, Route, Rule, destination_map, utcnow
+from fs_dynroute.models import EXACT, PREFIX, Destination, Route, Rule, destination_map, name_key, utcnow
 from fs_dynroute.validation import UserError, clash_problems, raise_first, record_problems, rule_problems
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -98,8 +98,9 @@ def _apply(rule: Rule, spec: RuleSpec) -> Rule:
 
 def add_rule(name: str, spec: RuleSpec) -> Rule:
     """A new rule: enabled and matching to each record's own destination unless ``spec`` says otherwise."""
-    if Rule.select().where(Rule.name == name).exists():
-        raise UserError(f"name: rule {name!r} already exists")
+    same = Rule.get_or_none(name_key(Rule.name) == name_key(pw.Value(name)))
+    if same is not None:
+        raise UserError(f"name: rule {same.name!r} already exists" + _spelling(same.name, name))
     for field, value in (("source", spec.source), ("digits", spec.digits_match),
                          ("nomatch-dest", spec.no_match_destination)):
         if value is None:
@@ -203,11 +204,20 @@ def add_destination(name: str, transfer: str) -> Destination:
         validate_transfer(transfer)
     except DestinationError as exc:
         raise UserError(str(exc)) from None
-    dest, created = Destination.get_or_create(name=name, defaults={"transfer": transfer})
-    if not created:
-        dest.transfer = transfer
-        dest.save()
+    dest = Destination.get_or_none(name_key(Destination.name) == name_key(pw.Value(name)))
+    if dest is None:
+        return Destination.create(name=name, transfer=transfer)
+    if dest.name != name:  # never redefine a differently spelled name by accident
+        raise UserError(f"name: destination {dest.name!r} already exists{_spelling(dest.name, name)}")
+    dest.transfer = transfer
+    dest.save()
     return dest
+
+
+def _spelling(stored: str, given: str) -> str:
+    """Why ``given`` is taken when it is spelled differently from ``stored``."""
+    return "" if stored == given else (f" (names ignore letter case and trailing spaces, so {given!r} is the same "
+                                       f"name; use {stored!r})")
 
 
 def delete_destination(name: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fs_dynroute import expiry
 from fs_dynroute.models import Destination, Route, Rule, destination_map
 from fs_dynroute.validation import clashes, named_destination_problems, route_problems, rule_problems
 
@@ -43,9 +44,18 @@ def bad_routes(names: dict[str, str], context: str) -> Iterator[str]:
             yield f"route {route_id} (rule {rule.name!r}, caller_key {key!r}): {problem}"
 
 
+def expiry_problems() -> Iterator[str]:
+    """Routes whose expires_at cannot be read (the rule lives in expiry.py, shared with the call path)."""
+    rules = {r.id: r.name for r in Rule.select(Rule.id, Rule.name)}
+    for route_id, rule_id, key, text in expiry.unreadable():
+        yield (f"route {route_id} (rule {rules.get(rule_id, rule_id)!r}, caller_key {key!r}): expires_at {text!r} "
+               f"is not a date-time ({expiry.FORM}); the route never matches")
+
+
 def problems(context: str) -> Iterator[str]:
     """Every problem in the database, one line each, destinations first, then rules, then routes."""
     names = destination_map()
     yield from bad_destinations()
     yield from bad_rules(names, context)
     yield from bad_routes(names, context)
+    yield from expiry_problems()

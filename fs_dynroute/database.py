@@ -7,6 +7,7 @@ connections instead of connecting per call.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -54,8 +55,28 @@ def _connect_params(backend: str, busy_timeout: float) -> dict[str, object]:
     if backend == "mysql":
         return {"connect_timeout": _CONNECT_TIMEOUT, "read_timeout": _QUERY_TIMEOUT,
                 "write_timeout": _QUERY_TIMEOUT, "charset": "utf8mb4"}
+    # DateStyle ISO: expires_at is read as text (see expiry.py) and must come in one form.
     return {"connect_timeout": _CONNECT_TIMEOUT,
-            "options": f"-c statement_timeout={_QUERY_TIMEOUT * 1000}"}
+            "options": f"-c statement_timeout={_QUERY_TIMEOUT * 1000} -c DateStyle=ISO"}
+
+
+def bound_statements(db: pw.Database, seconds: float | None) -> None:
+    """Make the backend itself give up on each statement, lock wait included, after ``seconds``.
+
+    Called by the server before each unit of work on its thread's pooled connection (so a bound
+    set for one call never outlives it): PostgreSQL's statement_timeout and lock_timeout, MariaDB's
+    max_statement_time and innodb_lock_wait_timeout (whole seconds), SQLite's busy timeout. None
+    restores the default bound. A thread whose statement is cut off is free for the next one.
+    """
+    seconds = _QUERY_TIMEOUT if seconds is None else max(seconds, 0.001)
+    ms = max(1, round(seconds * 1000))
+    if isinstance(db, pw.SqliteDatabase):
+        db.execute_sql(f"PRAGMA busy_timeout = {ms}")
+    elif isinstance(db, pw.MySQLDatabase):
+        db.execute_sql(f"SET SESSION max_statement_time = {ms / 1000:.3f}, "
+                       f"innodb_lock_wait_timeout = {max(1, math.ceil(seconds))}")
+    else:
+        db.execute_sql(f"SET statement_timeout = {ms}; SET lock_timeout = {ms}")
 
 
 def open_database(url: str | None = None, *, pooled: bool = False, max_connections: int = 16,

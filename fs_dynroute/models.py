@@ -82,6 +82,17 @@ class Audit(BaseModel):
         table_name = "dynroute_audit"
 
 
+class ChangeIdField(pw.AutoField):
+    """The change log's id: on SQLite AUTOINCREMENT, so an id is never handed out twice, even after pruning
+    empties the table (every server's cursor is above the old ids). MariaDB's and PostgreSQL's never go back."""
+
+    def ddl(self, ctx: pw.Context) -> pw.NodeList:
+        node = super().ddl(ctx)
+        db = self.model._meta.database
+        db = db.obj if isinstance(db, pw.DatabaseProxy) else db
+        return pw.NodeList((node, pw.SQL("AUTOINCREMENT"))) if isinstance(db, pw.SqliteDatabase) else node
+
+
 class Change(BaseModel):
     """The change log, written by database triggers on every change to routes, rules and destinations.
 
@@ -90,6 +101,7 @@ class Change(BaseModel):
     ``caller_key`` NULL means the whole rule; ``rule_id`` NULL means the named destinations.
     """
 
+    id = ChangeIdField()
     rule_id = pw.IntegerField(null=True)
     caller_key = pw.CharField(max_length=20, null=True)
 
@@ -102,6 +114,12 @@ class SchemaVersion(BaseModel):
 
     class Meta:
         table_name = "dynroute_schema"
+
+
+def name_key(field: pw.Field) -> pw.Node:
+    """What makes two destination or rule names the same on every backend: letter case and trailing spaces
+    do not count (MariaDB's default collation compares so; SQLite and PostgreSQL index this expression)."""
+    return pw.fn.LOWER(pw.fn.RTRIM(field))
 
 
 def destination_map() -> dict[str, str]:

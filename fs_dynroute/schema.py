@@ -7,13 +7,15 @@ version is above the stored one, so it is safe to run again and again. ``db/*.sq
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
-from fs_dynroute.models import MODELS, SchemaVersion
+from fs_dynroute.admin import UserError
+from fs_dynroute.models import MODELS, Change, Destination, Rule, SchemaVersion, name_key
 from fs_dynroute.triggers import TRIGGERS
 
 Migration = Callable[[pw.Database, SchemaMigrator], None]
@@ -35,8 +37,55 @@ def install_triggers(db: pw.Database, migrator: SchemaMigrator | None = None) ->
         db.execute_sql(statement)
 
 
+class SchemaError(UserError):
+    """The database holds data the new schema cannot take; says what to fix before running initdb again."""
+
+
+# Names compare ignoring letter case and trailing spaces on every backend (models.name_key). MariaDB's
+# default collation already compares so, and its plain unique index enforces it; SQLite and PostgreSQL
+# get a unique index on the same expression.
+_NAME_INDEXES = [f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_name_ci ON {table} (lower(rtrim(name)))"
+                 for table in ("dynroute_destination", "dynroute_rule")]
+NAME_INDEXES: dict[str, list[str]] = {"sqlite": _NAME_INDEXES, "mysql": [], "postgresql": _NAME_INDEXES}
+
+
+def names_and_change_ids(db: pw.Database, migrator: SchemaMigrator | None = None) -> None:
+    """Version 3: one rule for names on every backend; SQLite's change ids never handed out twice."""
+    for model in (Destination, Rule):
+        key = name_key(model.name)
+        clashes = [repr(name) for (name,) in model.select(key).group_by(key).having(pw.fn.COUNT(model.id) > 1)
+                   .tuples()]
+        if clashes:
+            raise SchemaError(f"{model._meta.table_name}: names that differ only in letter case or trailing "
+                              "spaces are one name now; rename or delete all but one spelling of each of: "
+                              + ", ".join(clashes))
+    if dialect_of(db) == "sqlite" and "AUTOINCREMENT" not in _sqlite_table_sql(db, Change._meta.table_name):
+        _rebuild_change_table(db)
+    for statement in NAME_INDEXES[dialect_of(db)]:
+        db.execute_sql(statement)
+
+
+def _sqlite_table_sql(db: pw.Database, table: str) -> str:
+    return db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0]
+
+
+_TRIGGER_NAME = re.compile(r"CREATE TRIGGER IF NOT EXISTS (\w+)")
+
+
+def _rebuild_change_table(db: pw.Database) -> None:
+    """SQLite cannot add AUTOINCREMENT to a table: build it again, rows and triggers included."""
+    table = Change._meta.table_name
+    for name in _TRIGGER_NAME.findall(" ".join(TRIGGERS["sqlite"])):
+        db.execute_sql(f"DROP TRIGGER IF EXISTS {name}")
+    db.execute_sql(f"ALTER TABLE {table} RENAME TO {table}_v2")
+    Change.create_table(safe=False)
+    db.execute_sql(f"INSERT INTO {table} (id, rule_id, caller_key) SELECT id, rule_id, caller_key FROM {table}_v2")
+    db.execute_sql(f"DROP TABLE {table}_v2")
+    install_triggers(db)
+
+
 # version -> the step that brings a database from version-1 up to it. Missing tables are created first.
-MIGRATIONS: dict[int, Migration] = {2: install_triggers}
+MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: names_and_change_ids}
 CURRENT_VERSION = max(MIGRATIONS, default=1)
 
 
@@ -76,6 +125,7 @@ def schema_sql(dialect: str) -> str:
         for model in pw.sort_models(MODELS):
             statements.append(_sql(db, model._schema._create_table(safe=True)))
             statements.extend(_sql(db, q) for q in model._schema._create_indexes(safe=True))
+    statements.extend(NAME_INDEXES[dialect])
     statements.extend(TRIGGERS[dialect])
     statements.append(f"INSERT INTO {_quote(db, SchemaVersion._meta.table_name)} "
                       f"({_quote(db, 'version')}) VALUES ({CURRENT_VERSION})")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 import gevent
 import peewee as pw
@@ -19,7 +21,7 @@ from gevent.server import StreamServer
 
 from fs_dynroute.config import BY_NAME, ConfigError, ServeConfig
 from fs_dynroute.database import open_database
-from fs_dynroute.index import IndexedStore
+from fs_dynroute.index import OWN_THREADS, IndexedStore
 from fs_dynroute.schema import CURRENT_VERSION, stored_version
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.store import SQLStore
@@ -85,12 +87,14 @@ def check_schema(db: pw.Database) -> None:
 class Service:
     """The routing service: ``.store`` (the in-memory index over the database) and ``.server`` (the listener)."""
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, store_options: Mapping[str, Any] | None = None) -> None:
+        """``store_options``: more IndexedStore keywords, for tests and benchmarks (full_reload, ...)."""
         self.config = config = fit_open_files(config)
-        db = open_database(config.db, pooled=True, max_connections=config.db_threads + 2,
+        db = open_database(config.db, pooled=True, max_connections=config.db_threads + OWN_THREADS,
                            busy_timeout=config.decision_timeout)
         self.store = IndexedStore(SQLStore(db, config.default_context), threads=config.db_threads,
-                                  poll_interval=config.poll_interval, stale_after=config.stale_after)
+                                  poll_interval=config.poll_interval, stale_after=config.stale_after,
+                                  **(store_options or {}))
         self.server = DynrouteServer(StoreRouter(self.store), config)
 
     @property

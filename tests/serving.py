@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import gevent
 
@@ -101,10 +102,13 @@ def live_greenlets() -> list[gevent.Greenlet]:
 
 
 @contextmanager
-def running_server(db_url: str, **settings: object) -> Iterator[Service]:
-    """What ``fs-dynroute serve`` runs, on 127.0.0.1:<free port> over ``db_url`` (polling every 0.1 s)."""
+def running_server(db_url: str, *, store_options: dict[str, Any] | None = None,
+                   **settings: object) -> Iterator[Service]:
+    """What ``fs-dynroute serve`` runs, on 127.0.0.1:<free port> over ``db_url`` (polling every 0.1 s).
+
+    ``settings`` are ServeConfig's; ``store_options`` more IndexedStore keywords (full_reload, ...)."""
     config = ServeConfig(db=db_url, listen=("127.0.0.1", 0), poll_interval=0.1)
-    with Service(config.replace(**settings)) as service:
+    with Service(config.replace(**settings), store_options) as service:
         yield service
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
+import gevent
 import peewee as pw
 import pytest
 
@@ -34,6 +36,15 @@ def nodes(db: pw.Database, db_url: str) -> Iterator[tuple[IndexedStore, IndexedS
 def where(store: IndexedStore, caller: str, dry_run: bool = True, uuid: str | None = None) -> str:
     rule = store.rule_for(source="5550100")
     return route_call(store, rule, caller, uuid, dry_run=dry_run).destination
+
+
+def refresh_until(store: IndexedStore, done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll as the server's poller would until ``done`` (a full load finishes in its own thread)."""
+    limit = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < limit, "the index did not get there in time"
+        gevent.sleep(0.01)
+        store.refresh()
 
 
 def test_routes_and_rules_come_from_memory(nodes) -> None:
@@ -87,8 +98,9 @@ def test_bulk_import_reloads_the_whole_index(nodes) -> None:
     a, _ = nodes
     rows = "".join(f"+1555{n:07d},{1000 + n % 7},bulk\n" for n in range(300))
     csvio.import_routes(Rule.get(), io.StringIO(rows), replace=True)
-    a.refresh()  # 300 + changes > bulk_changes=100: one full reload
-    assert len(a.routes[Rule.get().id]) == 300
+    a.refresh()  # 300 + changes > bulk_changes=100: a full load, beside the index serving calls
+    assert where(a, "+15551111111") == "1001 XML default"  # the old index still answers meanwhile
+    refresh_until(a, lambda: len(a.routes[Rule.get().id]) == 300)
     assert where(a, "+15550000005") == "1005 XML default"
 
 
@@ -134,7 +146,7 @@ def test_a_stale_index_refuses_to_answer(nodes) -> None:
     a, _ = nodes
     a.fresh_until = 0.1  # as if the database had been unreachable for longer than stale_after
     with pytest.raises(StaleIndex):
-        a.rule_for(source="5550100")
-    rule = a.by_source["5550100"]
-    decision = route_call(a, rule, "+15551111111", dry_run=True)
+        a.lookup(a.rule_for(source="5550100"), "5551111111")
+    decision = route_call(a, a.rule_for(source="5550100"), "+15551111111", dry_run=True)
     assert (decision.result, decision.destination) == (Result.ERROR, "5000 XML default")
+    assert "not been refreshed" in decision.reason  # the call's outcome says why, not "no rule"

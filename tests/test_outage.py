@@ -113,6 +113,11 @@ def test_database_down_no_match_within_deadline_logged_once_each_way(
                 break
         else:
             pytest.fail("calls were not routed again after the database came back")
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("fs_dynroute")]
     assert sum("routes database unavailable" in m for m in messages) == 1, messages
     assert sum("routes database back after" in m for m in messages) == 1, messages
+    # Once each way too: the poller's reconnect attempts (every 0.1 s here) and the index going stale.
+    assert sum("database connection lost" in m for m in messages) <= 1, messages
+    assert sum("routes index stale" in m for m in messages) == 1, messages
+    assert sum("routes index fresh again" in m for m in messages) == 1, messages
+    assert not [m for m in messages if "\n" in m]  # one line per record, psycopg2's messages included

@@ -9,8 +9,8 @@ import pytest
 
 from fs_dynroute import demo
 from fs_dynroute.database import backend_of, open_database
-from fs_dynroute.models import MODELS, Change, Destination, Route, Rule, database
-from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
+from fs_dynroute.models import MODELS, Change, Destination, Route, Rule, database, destination_map
+from fs_dynroute.schema import CURRENT_VERSION, SchemaError, initdb, schema_sql, stored_version
 from tests.backends import fresh_database
 
 DB_DIR = Path(__file__).resolve().parents[1] / "db"
@@ -67,18 +67,44 @@ def test_sql_file_and_initdb_build_the_same_database(db_url: str, tmp_path: Path
         by_sql.close()
 
 
-def test_initdb_upgrades_a_version_1_database_in_place(db_url: str) -> None:
-    backend = backend_of(db_url)
+def load_old(db_url: str, version: int) -> pw.Database:
+    """A database as an older fs_dynroute created it (tests/data/schema-v<version>.*.sql), with the demo data."""
     old = open_database(db_url)
     database.initialize(old)
-    run_script(old, Path(__file__).parent / "data" / f"schema-v1.{backend}.sql")
+    run_script(old, Path(__file__).parent / "data" / f"schema-v{version}.{backend_of(db_url)}.sql")
     run_script(old, DB_DIR / "demo.sql")
-    assert stored_version(old) == 1
-    assert initdb(old) == (1, CURRENT_VERSION)
+    assert stored_version(old) == version
+    return old
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_initdb_upgrades_an_older_database_in_place(db_url: str, version: int) -> None:
+    old = load_old(db_url, version)
+    assert initdb(old) == (version, CURRENT_VERSION)
     assert initdb(old) == (CURRENT_VERSION, CURRENT_VERSION)
     assert [r[0] for r in snapshot()[2]] == ["5551111111", "5552222222"]  # data kept
+    last = Change.select(pw.fn.MAX(Change.id)).scalar() or 0
+    Change.delete().execute()  # as pruning does
     Route.update(destination="1009").where(Route.caller_key == "5551111111").execute()  # the new triggers work
-    assert [(c.rule_id, c.caller_key) for c in Change.select()] == [(1, "5551111111")] * 2
+    changes = list(Change.select())
+    assert [(c.rule_id, c.caller_key) for c in changes] == [(1, "5551111111")] * 2
+    assert min(c.id for c in changes) > last  # version 3: an id is never handed out twice, even after pruning
+    # Version 3: a name spelled differently is the same name, in the schema itself.
+    with pytest.raises(pw.IntegrityError), old.atomic():
+        old.execute_sql("INSERT INTO dynroute_destination (name, transfer) VALUES ('MAIN-IVR', '7777 XML default')")
+    assert Destination.get().transfer == "5000 XML default"
+    old.close()
+
+
+def test_upgrade_names_the_names_that_differ_only_in_case_and_changes_nothing(db_url: str) -> None:
+    if backend_of(db_url) == "mysql":
+        pytest.skip("MariaDB's collation never let two such names in")
+    old = load_old(db_url, 2)
+    old.execute_sql("INSERT INTO dynroute_destination (name, transfer) VALUES ('Main-IVR', '7777 XML default')")
+    with pytest.raises(SchemaError, match="rename or delete all but one spelling of each of: 'main-ivr'"):
+        initdb(old)
+    assert stored_version(old) == 2
+    assert sorted(destination_map()) == ["Main-IVR", "main-ivr"]
     old.close()
 
 

@@ -58,8 +58,10 @@ def test_expired_route_never_matches_and_prefix_falls_back(db: pw.Database) -> N
 
 def test_route_expiring_by_duration(db: pw.Database) -> None:
     make_rule()
+    before = utcnow()
     admin.add_route("Customer Routing", "+15551111111", "1001", expires="48h")
-    assert Route.get().expires_at - utcnow() == dt.timedelta(hours=48)
+    after = utcnow()  # the clock may tick between the three readings: bound the expiry from both sides
+    assert before + dt.timedelta(hours=48) <= Route.get().expires_at <= after + dt.timedelta(hours=48)
 
 
 def test_disabled_rule_sends_to_no_match(db: pw.Database) -> None:
@@ -134,3 +136,13 @@ def test_rule_validation_names_the_field(db: pw.Database) -> None:
         spec = dict(source=f"55501{n:02d}", digits_match=10, no_match_destination="main-ivr")
         with pytest.raises(admin.UserError, match=pattern):
             admin.add_rule(f"r{n}", admin.RuleSpec(**{**spec, **override}))
+
+
+def test_consume_refuses_a_decision_without_a_route(db: pw.Database) -> None:
+    """A real check, not an assert: ``python -O`` must not turn it into an AttributeError deeper down."""
+    make_rule(delete_after_use=True)
+    store = SQLStore(db)
+    rule = store.rule_for(source="5550100")
+    decision = route_call(store, rule, "+15559999999", dry_run=True)
+    with pytest.raises(ValueError, match="only a matched route can be consumed"):
+        store.consume(rule, decision, "uuid-1")
