@@ -1,7 +1,13 @@
-"""One outbound-socket session: FreeSWITCH connects, we read the channel, decide, set the target, exit.
+"""One outbound-socket session: FreeSWITCH connects, we read the channel, decide, set everything at once, close.
 
-Every way this can fail (the caller hangs up, the peer resets, the store is slow, our own bug)
-ends with the socket closed and nothing more sent, so the dialplan's default (the No Match
+Two round trips per call: ``connect`` (its reply is the channel data), then ONE ``multiset`` carrying
+``dynroute_target`` first and the CDR variables after it. In SYNC mode the application has run when its
+``+OK`` comes back, and closing the socket ends the ``socket`` application: the dialplan goes on to
+``transfer ${dynroute_target}`` (captures multiset/S20: right target every time). ``exit`` would add a third
+round trip (``+OK bye`` and a disconnect notice) and change nothing for the call (S20b).
+
+Every way this can fail (the caller hangs up, the peer resets, the store is slow, FreeSWITCH refuses, our
+own bug) ends with the socket closed and nothing more sent, so the dialplan's default (the No Match
 Destination, set before ``socket``) stands. The whole session runs under one hard deadline:
 FreeSWITCH waits forever after ``connect``, so a stalled session would be a silent caller.
 """
@@ -18,7 +24,7 @@ from gevent import socket
 
 from fs_dynroute.decision import Decision, RuleView
 from fs_dynroute.destinations import CONTROL
-from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_command, exit_command, set_variable
+from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_command, multiset
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,11 @@ class Conversation:
 
 
 def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
-    """Serve one call on ``sock`` (closing it); returns the outcome word logged for the call."""
+    """Serve one call on ``sock`` (closing it); returns the outcome word logged for the call.
+
+    ``done``: FreeSWITCH confirmed the variables; ``sent``: the command went out but its reply did not come
+    back in time (FreeSWITCH may have run it); anything else: nothing was set and the dialplan default stands.
+    """
     started = time.monotonic()
     channel: Channel | None = None
     rule: RuleView | None = None
@@ -109,18 +119,19 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
             if rule is None or decision is None:
                 outcome = "norule"
             else:
-                talk.command(set_variable("dynroute_target", decision.destination))
+                command = multiset((("dynroute_target", decision.destination),
+                                    ("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
+                                    ("dynroute_key", decision.key or "")))
                 outcome = "sent"
-                for name, value in (("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
-                                    ("dynroute_key", decision.key or "")):
-                    talk.command(set_variable(name, value))
-                talk.command(exit_command())
+                talk.command(command)
                 outcome = "done"
     except gevent.Timeout:
         outcome = "timeout" if outcome == "default" else outcome
     except CallerGone:
         outcome = "hangup"
-    except (Refused, ESLProtocolError, OSError, ValueError) as exc:
+    except Refused as exc:  # FreeSWITCH did not run the command: nothing was set
+        outcome = f"Refused: {exc}"
+    except (ESLProtocolError, OSError, ValueError) as exc:
         outcome = f"{type(exc).__name__}: {exc}" if outcome == "default" else outcome
     except Exception:  # our own bug must still leave the caller at the dialplan's default
         log.exception("session failed; the call falls back to the dialplan default")
