@@ -1,9 +1,12 @@
 """Run every benchmark of issue #5 on this machine and print one table: ``python -m benchmarks.run [--quick]``.
 
-For each server (fs_dynroute, the bare gevent baseline, greenswitch 0.0.19's OutboundESLServer) it starts the
-server as a subprocess on a free loopback port, warms it up, runs the same closed-loop load (and, for
-fs_dynroute and bare, a fixed-rate load) from separate load generator processes, reads the server's CPU
-time, open descriptors and resident memory from /proc, and stops it. Then the store microbenchmark, the
+For each server (fs_dynroute, two bare gevent baselines: the classic six-step exchange and the minimal one of
+issue 11, greenswitch 0.0.19's OutboundESLServer) it starts the server as a subprocess on a free loopback port,
+warms it up, runs the same closed-loop load (and, except for greenswitch, a fixed-rate load from several load
+generator processes, long enough to see the tail) from separate processes, reads the server's CPU time, open
+descriptors and resident memory from /proc, and stops it. With ``--tail``, fs_dynroute's fixed-rate run is
+repeated under ``benchmarks.serve_probe`` (garbage collections, event-loop stalls, poll and flush timings),
+with the collector as it is and with ``gc.freeze()`` after the index load. Then the store microbenchmark, the
 CSV import timing, the memory runs, and (with ``--db-url mysql://...``) fs_dynroute on MariaDB.
 
 The routes database is cached in ``benchmarks/.data/`` (gitignored); each run works on a fresh copy in its own
@@ -33,10 +36,11 @@ from benchmarks.procs import Server, cpu_seconds, fd_count, free_port, rss_kib, 
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / ".data"
-SERVERS = ("fs_dynroute", "bare", "greenswitch")
+SERVERS = ("fs_dynroute", "bare", "minimal", "greenswitch")
+BARE = ("bare", "minimal")  # constant targets: nothing to check
 
-TARGETS = {"vs_bare": 0.9, "vs_greenswitch": 15.0, "p99_ms_at_rate": 2.0, "lookup_us": 10.0,
-           "cpu_us_per_call": 120.0, "import_s_per_1m": 30.0, "mariadb_vs_sqlite": 0.5}
+TARGETS = {"vs_bare": 1.3, "vs_minimal": 0.7, "vs_greenswitch": 15.0, "p99_ms_at_rate": 2.0, "lookup_us": 10.0,
+           "cpu_us_per_call": 100.0, "import_s_per_1m": 30.0, "mariadb_vs_sqlite": 0.5}
 
 
 @dataclass
@@ -48,6 +52,9 @@ class Settings:
     only: tuple[str, ...] = SERVERS
     db_url: str | None = None
     loadgens: int = 1
+    rate_loadgens: int = 3
+    rate_duration: float = 30.0
+    tail: bool = False
     warmup: float = 1.0
     memory_calls: int = 100_000
     memory_concurrency: int = 1000
@@ -84,22 +91,29 @@ class Row:
 # Servers
 
 
-def server_argv(name: str, port: int, db_path: Path, db_url: str | None) -> list[str]:
+def server_argv(name: str, port: int, db_path: Path, db_url: str | None, probe: tuple[str, Path] | None = None
+                ) -> list[str]:
     if name == "fs_dynroute":
-        return [*make_routes.cli(), "serve", "--db", db_url or make_routes.db_url(str(db_path)),
-                "--listen", f"127.0.0.1:{port}", "--max-sessions", "2000"]
-    if name == "bare":
-        return [sys.executable, "-m", "benchmarks.bare_server", "--listen", f"127.0.0.1:{port}"]
+        serve = ["serve", "--db", db_url or make_routes.db_url(str(db_path)), "--listen", f"127.0.0.1:{port}",
+                 "--max-sessions", "2000"]
+        if probe is None:
+            return [*make_routes.cli(), *serve]
+        return [sys.executable, "-m", "benchmarks.serve_probe", "--gc", probe[0], "--probe-out", str(probe[1]),
+                "--", *serve]
+    if name in BARE:
+        return [sys.executable, "-m", "benchmarks.bare_server", "--listen", f"127.0.0.1:{port}",
+                "--exchange", "classic" if name == "bare" else "minimal"]
     if name == "greenswitch":
         return [sys.executable, "-m", "benchmarks.greenswitch_server", "--db", str(db_path),
                 "--listen", f"127.0.0.1:{port}"]
     raise ValueError(name)
 
 
-def start(name: str, label: str, s: Settings, db_path: Path, db_url: str | None = None) -> Server:
+def start(name: str, label: str, s: Settings, db_path: Path, db_url: str | None = None,
+          probe: tuple[str, Path] | None = None) -> Server:
     port = free_port()
-    return Server(label, server_argv(name, port, db_path, db_url), port, s.run_dir / "logs" / f"{label}.log",
-                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return Server(label, server_argv(name, port, db_path, db_url, probe), port,
+                  s.run_dir / "logs" / f"{label}.log", env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,7 +222,7 @@ def measured(server: Server, name: str, load: str, s: Settings, **kwargs: Any) -
     log_offset = server.log_path.stat().st_size
     fds_before = fd_count(server.pid)
     cpu0, (busy0, _) = cpu_seconds(server.pid), system_busy()
-    results, samples, wall = loadgen(server, s, check=name != "bare", **kwargs)
+    results, samples, wall = loadgen(server, s, check=name not in BARE, **kwargs)
     cpu1, (busy1, _) = cpu_seconds(server.pid), system_busy()
     fds_after = settle_fds(server.pid, fds_before)
     summary = results.summary()
@@ -224,30 +238,35 @@ def measured(server: Server, name: str, load: str, s: Settings, **kwargs: Any) -
                max_lag_ms=results.max_lag * 1000, outcomes=found)
 
 
-def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = None, label: str | None = None
-                 ) -> tuple[list[Row], dict[str, Any]]:
+def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = None, label: str | None = None,
+                 probe: tuple[str, Path] | None = None, closed: bool = True) -> tuple[list[Row], dict[str, Any]]:
     """Closed loop (and fixed rate, except greenswitch) against one freshly started server."""
     rows: list[Row] = []
-    with start(name, label or name, s, db_path, db_url) as server:
+    with start(name, label or name, s, db_path, db_url, probe) as server:
         info: dict[str, Any] = {"ready_s": round(server.ready_after, 2), "rss_ready_mib": rss_kib(server.pid) / 1024,
                                    "fds_ready": fd_count(server.pid)}
         print(f"  {server.name}: listening after {server.ready_after:.1f} s, RSS {info['rss_ready_mib']:.0f} MiB",
               flush=True)
-        if name != "bare":
+        if name not in BARE:
             info["crosscheck"] = crosscheck(server, s)
         loadgen(server, s, check=False, duration=s.warmup)
-        rows.append(measured(server, name, f"closed c={s.concurrency}", s, duration=s.duration))
-        _progress(rows[-1])
+        if closed:
+            rows.append(measured(server, name, f"closed c={s.concurrency}", s, duration=s.duration))
+            _progress(rows[-1])
         if name != "greenswitch":
-            rows.append(measured(server, name, f"rate {s.rate:g}/s", s, rate=s.rate, duration=s.duration, processes=1))
+            rows.append(measured(server, name, f"rate {s.rate:g}/s", s, rate=s.rate, duration=s.rate_duration,
+                                 processes=s.rate_loadgens))
             _progress(rows[-1])
         info["exit_status"] = server.stop()
+    if probe is not None and probe[1].exists():
+        info["probe"] = json.loads(probe[1].read_text())
     return rows, info
 
 
 def _progress(row: Row) -> None:
     m = row.summary
     print(f"    {row.load:14} {_f(m['calls_per_s'], 0):>7} calls/s  p99 {_f(m['p99_ms'], 2)} ms  "
+          f"p99.9 {_f(m['p999_ms'], 2)} ms  max {_f(m['max_ms'], 2)} ms  "
           f"CPU {_f(row.cpu_us_per_call, 0)} us/call  wrong {m['wrong']}  failed {m['failed']}", flush=True)
 
 
@@ -321,25 +340,26 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def table(rows: list[Row]) -> str:
     by = {(r.server, r.load.split()[0]): r for r in rows}
-    head = ("server", "load", "calls/s", "p50 ms", "p95 ms", "p99 ms", "CPU us/call", "srv CPU", "LG us/call",
-            "other CPU", "wrong", "failed", "fds before/after", "ratio")
+    head = ("server", "load", "calls/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU us/call", "srv CPU",
+            "LG us/call", "other CPU", "wrong", "failed", "cmds/call", "bytes out/in", "ratio")
     lines = [head]
     for r in rows:
         m = r.summary
         ratio = ""
         if r.server.startswith("fs_dynroute") and r.load.startswith("closed"):
             parts = []
-            for base in ("bare", "greenswitch", "fs_dynroute"):
+            for base in ("bare", "minimal", "greenswitch", "fs_dynroute"):
                 other = by.get((base, "closed"))
                 if other is not None and other is not r:
                     q = _ratio(m["calls_per_s"], other.summary["calls_per_s"])
                     parts.append(f"{q:.2f}x {base}" if q else "")
             ratio = ", ".join(p for p in parts if p)
-        lines.append((r.server, r.load, _f(m["calls_per_s"], 0), _f(m["p50_ms"], 2), _f(m["p95_ms"], 2),
-                       _f(m["p99_ms"], 2), _f(r.cpu_us_per_call, 0), f"{r.server_cpu_pct:.0f}%",
-                       _f(m["loadgen_cpu_us_per_call"], 0), f"{r.other_cpu_cores:.2f}",
+        lines.append((r.server, r.load, _f(m["calls_per_s"], 0), _f(m["p50_ms"], 2), _f(m["p99_ms"], 2),
+                       _f(m["p999_ms"], 2), _f(m["max_ms"], 2), _f(r.cpu_us_per_call, 0),
+                       f"{r.server_cpu_pct:.0f}%", _f(m["loadgen_cpu_us_per_call"], 0), f"{r.other_cpu_cores:.2f}",
                        "-" if m["wrong"] is None else str(m["wrong"]), str(m["failed"]),
-                       f"{r.fds_before}/{r.fds_after}", ratio))
+                       _f(m["commands_per_call"], 2),
+                       f"{_f(m['bytes_from_server_per_call'], 0)}/{_f(m['bytes_to_server_per_call'], 0)}", ratio))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -364,7 +384,9 @@ def verdicts(rows: list[Row], extra: dict[str, Any], s: Settings) -> list[str]:
     def cps(row: Row | None) -> float | None:
         return row.summary["calls_per_s"] if row else None
 
-    check("fs_dynroute / bare calls/s", _ratio(cps(fs), cps(bare)), TARGETS["vs_bare"], True, "x")
+    check("fs_dynroute / classic bare calls/s", _ratio(cps(fs), cps(bare)), TARGETS["vs_bare"], True, "x")
+    check("fs_dynroute / minimal bare calls/s", _ratio(cps(fs), cps(by.get(("minimal", "closed")))),
+          TARGETS["vs_minimal"], True, "x")
     check("fs_dynroute / greenswitch calls/s", _ratio(cps(fs), cps(gs)), TARGETS["vs_greenswitch"], True, "x")
     check(f"fs_dynroute p99 at {s.rate:g} calls/s", rate.summary["p99_ms"] if rate else None,
           TARGETS["p99_ms_at_rate"], False, " ms")
@@ -425,11 +447,17 @@ def _run(s: Settings) -> dict[str, Any]:
     db_path, build = sqlite_db(s)
     extra: dict[str, Any] = {"facts": info, "settings": vars(s), "build": build}
     rows: list[Row] = []
-    for name in ("fs_dynroute", "bare", "greenswitch"):
+    for name in SERVERS:
         if name in s.only:
             print(f"{name}:", flush=True)
             got, extra[f"{name}_server"] = bench_server(name, s, db_path)
             rows += got
+    for mode in ("default", "freeze") if s.tail else ():
+        label = f"fs_dynroute probe gc={mode}"
+        print(f"{label}:", flush=True)
+        got, extra[f"probe_{mode}_server"] = bench_server("fs_dynroute", s, db_path, label=label, closed=False,
+                                                          probe=(mode, s.run_dir / f"probe-{mode}.json"))
+        rows += got
     if s.db_url:
         print(f"fs_dynroute on {s.db_url}: loading {s.routes} routes...", flush=True)
         extra["mariadb_build"] = make_routes.build(s.db_url, s.routes, "bulk")
@@ -456,8 +484,8 @@ def _run(s: Settings) -> dict[str, Any]:
 
 
 def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
-    setup = (f"routes {s.routes:,}, closed loop c={s.concurrency} for {s.duration:g} s, fixed rate {s.rate:g}/s "
-             f"for {s.duration:g} s, {s.loadgens} load generator process(es); "
+    setup = (f"routes {s.routes:,}, closed loop c={s.concurrency} for {s.duration:g} s ({s.loadgens} load generator "
+             f"process(es)), fixed rate {s.rate:g}/s for {s.rate_duration:g} s ({s.rate_loadgens} processes); "
              "times in ms, CPU in us per completed call")
     lines = ["", setup, "", table(rows), ""]
     lines.append("srv CPU = server process CPU / wall time (100% = one core); LG = load generator CPU per call; "
@@ -474,6 +502,14 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
             notes.append(f"{r.late_starts} starts >1 ms late (max {r.max_lag_ms:.1f} ms)")
         if notes:
             lines.append(f"- {r.server} {r.load}: " + "; ".join(notes))
+    for key in ("probe_default_server", "probe_freeze_server"):
+        probe = (extra.get(key) or {}).get("probe")
+        if isinstance(probe, dict):
+            gcs = ", ".join(f"gen{g} {v['count']}x max {v['max_ms']:.1f} ms" for g, v in probe["gc"].items())
+            steps = ", ".join(f"{k} {v['count']}x max {v['max_ms']:.1f} ms" for k, v in probe["steps"].items())
+            lines.append(f"- {key.removesuffix('_server')}: collections {gcs}; {steps}; loop stalls >2 ms "
+                         f"{probe['stalls']['count']} (>5 ms {probe['stalls_over_5ms']}, max "
+                         f"{probe['stalls']['max_ms']:.1f} ms); frozen objects {probe['gc_frozen']:,}")
     for key in ("fs_dynroute_server", "greenswitch_server", "mariadb_server"):
         srv = extra.get(key)
         if isinstance(srv, dict) and srv.get("crosscheck"):
@@ -518,10 +554,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="closed loop: calls in flight (default 50)")
     parser.add_argument("--duration", type=float, help="seconds per load run (default 10; --quick 3)")
     parser.add_argument("--rate", type=float, default=1000.0, help="fixed-rate run, calls/s (default 1000)")
-    parser.add_argument("--only", default=",".join(SERVERS), help="servers: fs_dynroute,bare,greenswitch")
+    parser.add_argument("--only", default=",".join(SERVERS), help="servers: fs_dynroute,bare,minimal,greenswitch")
     parser.add_argument("--db-url", help="also benchmark fs_dynroute on this MariaDB database, e.g. "
                         "mysql://root@127.0.0.1/dynroute_bench (dropped and recreated; name must contain 'bench')")
     parser.add_argument("--loadgens", type=int, default=1, help="load generator processes for closed loop (default 1)")
+    parser.add_argument("--rate-loadgens", type=int, default=3, help="load generator processes for the fixed rate "
+                        "(default 3: one process's own pauses would hide or fake a tail)")
+    parser.add_argument("--rate-duration", type=float, help="seconds of the fixed-rate run (default 30; --quick 5)")
+    parser.add_argument("--tail", action="store_true", help="also run fs_dynroute's fixed rate under "
+                        "benchmarks.serve_probe, with the collector as is and with gc.freeze() after the load")
     parser.add_argument("--memory-calls", type=int, help="calls in the RSS growth run (default 100,000; 0 = no "
                         "memory runs)")
     parser.add_argument("--no-import", action="store_true", help="skip timing fs-dynroute route import")
@@ -533,12 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     if set(only) - set(SERVERS):
         parser.error(f"--only takes {','.join(SERVERS)}")
     s = Settings(concurrency=args.concurrency, rate=args.rate, only=only, db_url=args.db_url, loadgens=args.loadgens,
-                 import_check=not args.no_import, quiet_wait=args.quiet_wait, quick=args.quick)
+                 rate_loadgens=args.rate_loadgens, tail=args.tail, import_check=not args.no_import,
+                 quiet_wait=args.quiet_wait, quick=args.quick)
     if args.quick:
-        s.routes, s.duration, s.warmup, s.memory_calls, s.memory_seconds, s.lookup_samples = \
-            10_000, 3.0, 0.5, 10_000, 2.0, 3000
+        s.routes, s.duration, s.warmup, s.memory_calls, s.memory_seconds, s.lookup_samples, s.rate_duration = \
+            10_000, 3.0, 0.5, 10_000, 2.0, 3000, 5.0
     s.routes = args.routes or s.routes
     s.duration = args.duration or s.duration
+    s.rate_duration = args.rate_duration or s.rate_duration
     if args.memory_calls is not None:
         s.memory_calls = args.memory_calls
     run(s)
