@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from collections.abc import Iterator, Mapping, Sequence
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "DEFAULT_MAX_BUFFER",
@@ -111,7 +111,7 @@ class Command:
 def decode_value(raw: str) -> str:
     """Decode one header value (as read off its own line) like ``urllib.parse.unquote``: ``+`` is never a space,
     and bytes that are not UTF-8 become U+FFFD. The only decoder: :class:`Headers` reads every value through it."""
-    return unquote(raw, errors="replace") if "%" in raw else raw
+    return unquote_to_bytes(raw).decode("utf-8", "replace") if "%" in raw else raw
 
 
 def _split_header(line: bytes) -> tuple[str, bytes]:
@@ -156,6 +156,11 @@ class Headers(Mapping[str, str]):
             raise KeyError(name)
         return decode_value(value)
 
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        """As Mapping.get, without raising and catching KeyError for a missing header (the call path's case)."""
+        value = self._raw(name)
+        return default if value is None else decode_value(value)
+
     def _names(self) -> dict[str, str]:
         if self._all is None:
             if not _HEADER_BLOCK.fullmatch(self._text):
@@ -179,12 +184,11 @@ class Headers(Mapping[str, str]):
 def parse_header_block(block: bytes) -> Headers:
     """A header block whose values are decoded one at a time when read; its lines are checked when listed.
 
-    Refused at once (cheap, whole-block checks): a CR anywhere, and a line with an empty name.
+    A CR anywhere is refused at once (one memchr); anything else wrong with a line surfaces when the block is
+    listed (see :class:`Headers`), and can never change a value read by name.
     """
     if b"\r" in block:
         raise ESLProtocolError("CR in a header block: FreeSWITCH frames with bare LF")
-    if block.startswith(b":") or b"\n:" in block:
-        raise ESLProtocolError("header line without a name")
     return Headers(block.decode("utf-8", "replace"))
 
 

@@ -73,9 +73,10 @@ class Conversation:
         while True:
             message = self.reader.next_message()
             if message is not None:
-                if message.content_type == "text/disconnect-notice":
+                kind = message.content_type
+                if kind == "text/disconnect-notice":
                     raise CallerGone("disconnect notice")
-                if not message.content_type.startswith(_NOT_REPLIES):
+                if not kind.startswith(_NOT_REPLIES):
                     return message
                 continue
             data = self.sock.recv(RECV_SIZE)

@@ -304,7 +304,7 @@ def test_content_length_beyond_the_cap_is_a_protocol_error() -> None:
         reader.next_message()
 
 
-@pytest.mark.parametrize("block", [b": nameless\n\n", b"A: 1\n: nameless\n\n", b"\n\n", b"A: 1\n\nB: 2\n\n\n\n"])
+@pytest.mark.parametrize("block", [b"\n\n", b"A: 1\n\nB: 2\n\n\n\n", b"A: 1\r\n\n"])
 def test_malformed_blocks_are_protocol_errors(block: bytes) -> None:
     reader = MessageReader()
     reader.feed(block)
@@ -312,8 +312,8 @@ def test_malformed_blocks_are_protocol_errors(block: bytes) -> None:
         drain(reader)
 
 
-@pytest.mark.parametrize("bad", [b"no colon here", b"Caller-Caller-ID-Number 5559999999"])
-def test_a_line_without_a_colon_is_refused_when_the_block_is_listed_and_never_read_as_a_value(bad: bytes) -> None:
+@pytest.mark.parametrize("bad", [b"no colon here", b"Caller-Caller-ID-Number 5559999999", b": nameless"])
+def test_a_malformed_line_is_refused_when_the_block_is_listed_and_never_read_as_a_value(bad: bytes) -> None:
     block = stream("sync/S18.repr").split(b"\n\n", 1)[0]
     reader = MessageReader()
     reader.feed(block.replace(b"\nContent-Type: ", b"\n" + bad + b"\nContent-Type: ", 1) + b"\n\n")
