@@ -55,6 +55,7 @@ class Settings:
     rate_loadgens: int = 3
     rate_duration: float = 30.0
     tail: bool = False
+    before: Path | None = None  # a source tree of an earlier fs_dynroute, benchmarked beside this one
     warmup: float = 1.0
     memory_calls: int = 100_000
     memory_concurrency: int = 1000
@@ -110,10 +111,14 @@ def server_argv(name: str, port: int, db_path: Path, db_url: str | None, probe: 
 
 
 def start(name: str, label: str, s: Settings, db_path: Path, db_url: str | None = None,
-          probe: tuple[str, Path] | None = None) -> Server:
+          probe: tuple[str, Path] | None = None, source: Path | None = None) -> Server:
+    """``source``: run fs_dynroute from that tree instead of this one (``--before``)."""
     port = free_port()
-    return Server(label, server_argv(name, port, db_path, db_url, probe), port,
-                  s.run_dir / "logs" / f"{label}.log", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    argv = server_argv(name, port, db_path, db_url, probe)
+    if source is not None:
+        argv = [sys.executable, "-m", "fs_dynroute", *argv[argv.index("serve"):]]
+    path = f"{source}:{ROOT}" if source is not None else str(ROOT)
+    return Server(label, argv, port, s.run_dir / "logs" / f"{label}.log", env={**os.environ, "PYTHONPATH": path})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,10 +244,11 @@ def measured(server: Server, name: str, load: str, s: Settings, **kwargs: Any) -
 
 
 def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = None, label: str | None = None,
-                 probe: tuple[str, Path] | None = None, closed: bool = True) -> tuple[list[Row], dict[str, Any]]:
+                 probe: tuple[str, Path] | None = None, closed: bool = True, source: Path | None = None
+                 ) -> tuple[list[Row], dict[str, Any]]:
     """Closed loop (and fixed rate, except greenswitch) against one freshly started server."""
     rows: list[Row] = []
-    with start(name, label or name, s, db_path, db_url, probe) as server:
+    with start(name, label or name, s, db_path, db_url, probe, source) as server:
         info: dict[str, Any] = {"ready_s": round(server.ready_after, 2), "rss_ready_mib": rss_kib(server.pid) / 1024,
                                    "fds_ready": fd_count(server.pid)}
         print(f"  {server.name}: listening after {server.ready_after:.1f} s, RSS {info['rss_ready_mib']:.0f} MiB",
@@ -348,7 +354,7 @@ def table(rows: list[Row]) -> str:
         ratio = ""
         if r.server.startswith("fs_dynroute") and r.load.startswith("closed"):
             parts = []
-            for base in ("bare", "minimal", "greenswitch", "fs_dynroute"):
+            for base in ("bare", "minimal", "greenswitch", "fs_dynroute", "fs_dynroute (before)"):
                 other = by.get((base, "closed"))
                 if other is not None and other is not r:
                     q = _ratio(m["calls_per_s"], other.summary["calls_per_s"])
@@ -452,6 +458,11 @@ def _run(s: Settings) -> dict[str, Any]:
             print(f"{name}:", flush=True)
             got, extra[f"{name}_server"] = bench_server(name, s, db_path)
             rows += got
+    if s.before is not None:
+        print("fs_dynroute (before):", flush=True)
+        got, extra["before_server"] = bench_server("fs_dynroute", s, db_path, label="fs_dynroute (before)",
+                                                   source=s.before)
+        rows += got
     for mode in ("default", "freeze") if s.tail else ():
         label = f"fs_dynroute probe gc={mode}"
         print(f"{label}:", flush=True)
@@ -561,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-loadgens", type=int, default=3, help="load generator processes for the fixed rate "
                         "(default 3: one process's own pauses would hide or fake a tail)")
     parser.add_argument("--rate-duration", type=float, help="seconds of the fixed-rate run (default 30; --quick 5)")
+    parser.add_argument("--before", type=Path, help="also benchmark the fs_dynroute in this source tree (e.g. "
+                        "`git archive <commit> | tar -x -C DIR`), in the same run")
     parser.add_argument("--tail", action="store_true", help="also run fs_dynroute's fixed rate under "
                         "benchmarks.serve_probe, with the collector as is and with gc.freeze() after the load")
     parser.add_argument("--memory-calls", type=int, help="calls in the RSS growth run (default 100,000; 0 = no "
@@ -574,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     if set(only) - set(SERVERS):
         parser.error(f"--only takes {','.join(SERVERS)}")
     s = Settings(concurrency=args.concurrency, rate=args.rate, only=only, db_url=args.db_url, loadgens=args.loadgens,
-                 rate_loadgens=args.rate_loadgens, tail=args.tail, import_check=not args.no_import,
+                 rate_loadgens=args.rate_loadgens, tail=args.tail, before=args.before, import_check=not args.no_import,
                  quiet_wait=args.quiet_wait, quick=args.quick)
     if args.quick:
         s.routes, s.duration, s.warmup, s.memory_calls, s.memory_seconds, s.lookup_samples, s.rate_duration = \

@@ -103,14 +103,15 @@ class Conversation:
 def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
     """Serve one call on ``sock`` (closing it); returns the outcome word logged for the call.
 
-    ``done``: FreeSWITCH confirmed the variables; ``sent``: the command went out but its reply did not come
-    back in time (FreeSWITCH may have run it); anything else: nothing was set and the dialplan default stands.
+    ``done``: FreeSWITCH confirmed the variables. ``... after sending``: the command went out but no reply came
+    (FreeSWITCH may or may not have run it). Anything else: nothing was set and the dialplan default stands.
     """
     started = time.monotonic()
     channel: Channel | None = None
     rule: RuleView | None = None
     decision: Decision | None = None
     outcome = "default"
+    sent = False
     try:
         with gevent.Timeout(timeout):
             talk = Conversation(sock)
@@ -123,31 +124,34 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
                 command = multiset((("dynroute_target", decision.destination),
                                     ("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
                                     ("dynroute_key", decision.key or "")))
-                outcome = "sent"
+                sent = True
                 talk.command(command)
                 outcome = "done"
     except gevent.Timeout:
-        outcome = "timeout" if outcome == "default" else outcome
+        outcome = "timeout"
     except CallerGone:
         outcome = "hangup"
     except Refused as exc:  # FreeSWITCH did not run the command: nothing was set
-        outcome = f"Refused: {exc}"
+        outcome, sent = f"Refused: {exc}", False
     except (ESLProtocolError, OSError, ValueError) as exc:
-        outcome = f"{type(exc).__name__}: {exc}" if outcome == "default" else outcome
+        outcome = f"{type(exc).__name__}: {exc}"
     except Exception:  # our own bug must still leave the caller at the dialplan's default
         log.exception("session failed; the call falls back to the dialplan default")
-        outcome = "bug" if outcome == "default" else outcome
+        outcome = "bug"
     finally:
         sock.close()
-    _log_call(channel, rule, decision, outcome, started)
+    if sent and outcome != "done":
+        outcome += " after sending"
+    reached = decision.destination if decision and outcome == "done" else \
+        "(unconfirmed)" if sent else "(dialplan default)"
+    _log_call(channel, rule, decision, outcome, reached, started)
     return outcome
 
 
-def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str,
+def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str, reached: str,
               started: float) -> None:
     """The one log line per call: who, which rule, the key, the result, where it went, how long."""
     ms = (time.monotonic() - started) * 1000
-    reached = decision.destination if decision and outcome in ("sent", "done") else "(dialplan default)"
     log.info("call uuid=%s caller=%s rule=%s key=%s result=%s dest=%s outcome=%s ms=%.2f",
              _printable(channel.uuid) if channel else "-", _printable(channel.caller_id) if channel else "-",
              rule.name if rule else "-", decision.key if decision and decision.key else "-",

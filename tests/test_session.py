@@ -19,8 +19,8 @@ RULE = RuleView(id=1, name="Customer Routing", source="5550100", digits_match=10
 MATCH = Decision(Result.MATCH, "1001 XML default", "5551111111", None, "route found")
 
 
-def converse(rule: RuleView | None, reply: bytes = esl.command_reply("+OK")) -> tuple[str, bytes, bool]:
-    """Run one session against S20's connect reply; answer its next command with ``reply``.
+def converse(rule: RuleView | None, reply: bytes | None = esl.command_reply("+OK")) -> tuple[str, bytes, bool]:
+    """Run one session against S20's connect reply; answer its next command with ``reply`` (None: hang up).
 
     Returns the outcome, every byte the server sent, and whether it then closed on its own."""
     ours, theirs = socket.socketpair()
@@ -38,6 +38,9 @@ def converse(rule: RuleView | None, reply: bytes = esl.command_reply("+OK")) -> 
             data = theirs.recv(65536)
             reader.feed(data)
             raw, closed = raw + data, not data
+        if answer is None:
+            theirs.close()
+            return session.get(timeout=3), raw, False
         if not closed:
             theirs.sendall(answer)
     closed = closed or theirs.recv(65536) == b""
@@ -71,3 +74,10 @@ def test_a_value_holding_the_separator_is_an_error_and_the_default_stands(caplog
 def test_no_rule_sends_nothing_after_connect() -> None:
     outcome, sent, closed = converse(None)
     assert (outcome, sent, closed) == ("norule", esl.connect_command(), True)
+
+
+def test_a_caller_gone_before_the_reply_is_logged_as_unconfirmed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fs_dynroute")
+    outcome, sent, _ = converse(RULE, None)
+    assert outcome == "hangup after sending" and sent == b"".join(captures.sent(S20))
+    assert "dest=(unconfirmed)" in caplog.records[-1].getMessage()
