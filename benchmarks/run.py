@@ -116,7 +116,7 @@ def start(name: str, label: str, s: Settings, db_path: Path, db_url: str | None 
     port = free_port()
     argv = server_argv(name, port, db_path, db_url, probe)
     if source is not None:
-        argv = [sys.executable, "-m", "fs_dynroute", *argv[argv.index("serve"):]]
+        argv = [sys.executable, "-P", "-m", "fs_dynroute", *argv[argv.index("serve"):]]  # -P: not this tree
     path = f"{source}:{ROOT}" if source is not None else str(ROOT)
     return Server(label, argv, port, s.run_dir / "logs" / f"{label}.log", env={**os.environ, "PYTHONPATH": path})
 
