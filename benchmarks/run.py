@@ -25,8 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import statistics
 from collections import Counter
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,8 @@ class Settings:
     rate_duration: float = 30.0
     tail: bool = False
     before: Path | None = None  # a source tree of an earlier fs_dynroute, benchmarked beside this one
+    rounds: int = 0  # closed loop: also N interleaved rounds over every server at once (a shared machine)
+    round_seconds: float = 3.0
     warmup: float = 1.0
     memory_calls: int = 100_000
     memory_concurrency: int = 1000
@@ -256,10 +260,10 @@ def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = Non
         if name not in BARE:
             info["crosscheck"] = crosscheck(server, s)
         loadgen(server, s, check=False, duration=s.warmup)
-        if closed:
+        if closed and not s.rounds:  # with --rounds, the interleaved rounds are the closed loop
             rows.append(measured(server, name, f"closed c={s.concurrency}", s, duration=s.duration))
             _progress(rows[-1])
-        if name != "greenswitch":
+        if name != "greenswitch" and s.rate_duration > 0:
             rows.append(measured(server, name, f"rate {s.rate:g}/s", s, rate=s.rate, duration=s.rate_duration,
                                  processes=s.rate_loadgens))
             _progress(rows[-1])
@@ -267,6 +271,38 @@ def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = Non
     if probe is not None and probe[1].exists():
         info["probe"] = json.loads(probe[1].read_text())
     return rows, info
+
+
+def interleaved(s: Settings, db_path: Path) -> dict[str, Any]:
+    """Closed loop in ``s.rounds`` rounds, each server in turn for ``s.round_seconds``, all servers running.
+
+    On a machine shared with other work the load drifts within minutes; servers measured minutes apart are
+    compared under different loads. Round-robin slices see the same drift, and the median per server of its
+    rounds gives ratios that hold still. Returns calls/s and CPU per call per round, and the medians.
+    """
+    plan = [(name, name, None) for name in SERVERS if name in s.only]
+    if s.before is not None:
+        plan.append(("fs_dynroute", "fs_dynroute (before)", s.before))
+    out: dict[str, Any] = {"rounds": s.rounds, "seconds": s.round_seconds, "servers": {}}
+    s = replace(s, quiet_wait=min(s.quiet_wait, 1.0))  # the rounds share the drift; waiting would only stretch it
+    with ExitStack() as stack:
+        servers = [(name, stack.enter_context(start(name, f"{label} rounds", s, db_path, source=source)), label)
+                   for name, label, source in plan]
+        for name, server, label in servers:
+            loadgen(server, s, check=False, duration=s.warmup)
+        for n in range(s.rounds):
+            for name, server, label in servers:
+                row = measured(server, name, "closed", s, duration=s.round_seconds)
+                got = out["servers"].setdefault(label, {"calls_per_s": [], "cpu_us_per_call": [], "other_cpu": []})
+                got["calls_per_s"].append(round(row.summary["calls_per_s"] or 0))
+                got["cpu_us_per_call"].append(round(row.cpu_us_per_call or 0))
+                got["other_cpu"].append(round(row.other_cpu_cores, 2))
+            print(f"  round {n + 1}: " + ", ".join(f"{label} {v['calls_per_s'][-1]:,}/s"
+                                                  for label, v in out["servers"].items()), flush=True)
+    for got in out["servers"].values():
+        got["median_calls_per_s"] = statistics.median(got["calls_per_s"])
+        got["median_cpu_us_per_call"] = statistics.median(got["cpu_us_per_call"])
+    return out
 
 
 def _progress(row: Row) -> None:
@@ -394,6 +430,11 @@ def verdicts(rows: list[Row], extra: dict[str, Any], s: Settings) -> list[str]:
     check("fs_dynroute / minimal bare calls/s", _ratio(cps(fs), cps(by.get(("minimal", "closed")))),
           TARGETS["vs_minimal"], True, "x")
     check("fs_dynroute / greenswitch calls/s", _ratio(cps(fs), cps(gs)), TARGETS["vs_greenswitch"], True, "x")
+    medians = {k: v["median_calls_per_s"] for k, v in (extra.get("interleaved") or {}).get("servers", {}).items()}
+    for base, target in (("bare", "vs_bare"), ("minimal", "vs_minimal"), ("greenswitch", "vs_greenswitch")):
+        if base in medians and "fs_dynroute" in medians:
+            check(f"fs_dynroute / {base} calls/s, interleaved rounds (medians)",
+                  _ratio(medians["fs_dynroute"], medians[base]), TARGETS[target], True, "x")
     check(f"fs_dynroute p99 at {s.rate:g} calls/s", rate.summary["p99_ms"] if rate else None,
           TARGETS["p99_ms_at_rate"], False, " ms")
     for r in (extra.get("lookup") or {}).get("results", []):
@@ -453,16 +494,20 @@ def _run(s: Settings) -> dict[str, Any]:
     db_path, build = sqlite_db(s)
     extra: dict[str, Any] = {"facts": info, "settings": vars(s), "build": build}
     rows: list[Row] = []
-    for name in SERVERS:
+    sequential = not s.rounds or s.rate_duration > 0
+    for name in SERVERS if sequential else ():
         if name in s.only:
             print(f"{name}:", flush=True)
             got, extra[f"{name}_server"] = bench_server(name, s, db_path)
             rows += got
-    if s.before is not None:
+    if s.before is not None and sequential:
         print("fs_dynroute (before):", flush=True)
         got, extra["before_server"] = bench_server("fs_dynroute", s, db_path, label="fs_dynroute (before)",
                                                    source=s.before)
         rows += got
+    if s.rounds:
+        print(f"closed loop, {s.rounds} interleaved rounds of {s.round_seconds:g} s:", flush=True)
+        extra["interleaved"] = interleaved(s, db_path)
     for mode in ("default", "freeze") if s.tail else ():
         label = f"fs_dynroute probe gc={mode}"
         print(f"{label}:", flush=True)
@@ -513,6 +558,16 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
             notes.append(f"{r.late_starts} starts >1 ms late (max {r.max_lag_ms:.1f} ms)")
         if notes:
             lines.append(f"- {r.server} {r.load}: " + "; ".join(notes))
+    rounds = extra.get("interleaved")
+    if isinstance(rounds, dict):
+        medians = {label: v["median_calls_per_s"] for label, v in rounds["servers"].items()}
+        lines.append(f"- closed loop c={s.concurrency}, {rounds['rounds']} interleaved rounds of {rounds['seconds']:g} s "
+                     "(median calls/s; CPU us/call; rounds):")
+        for label, v in rounds["servers"].items():
+            ratios = ", ".join(f"{_ratio(medians[label], m):.2f}x {other}" for other, m in medians.items()
+                               if other != label and label.startswith("fs_dynroute") and m)
+            lines.append(f"  - {label}: {v['median_calls_per_s']:,.0f}/s; {v['median_cpu_us_per_call']:.0f} us; "
+                         f"{v['calls_per_s']}; other CPU {v['other_cpu']}" + (f"; {ratios}" if ratios else ""))
     for key in ("probe_default_server", "probe_freeze_server"):
         probe = (extra.get(key) or {}).get("probe")
         if isinstance(probe, dict):
@@ -571,9 +626,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loadgens", type=int, default=1, help="load generator processes for closed loop (default 1)")
     parser.add_argument("--rate-loadgens", type=int, default=3, help="load generator processes for the fixed rate "
                         "(default 3: one process's own pauses would hide or fake a tail)")
-    parser.add_argument("--rate-duration", type=float, help="seconds of the fixed-rate run (default 30; --quick 5)")
+    parser.add_argument("--rate-duration", type=float, help="seconds of the fixed-rate run (default 30; --quick 5; "
+                        "0: none)")
     parser.add_argument("--before", type=Path, help="also benchmark the fs_dynroute in this source tree (e.g. "
                         "`git archive <commit> | tar -x -C DIR`), in the same run")
+    parser.add_argument("--rounds", type=int, default=0, help="also run the closed loop in N interleaved rounds "
+                        "over all servers at once (ratios that hold on a shared machine)")
+    parser.add_argument("--round-seconds", type=float, default=3.0, help="seconds per server per round (default 3)")
     parser.add_argument("--tail", action="store_true", help="also run fs_dynroute's fixed rate under "
                         "benchmarks.serve_probe, with the collector as is and with gc.freeze() after the load")
     parser.add_argument("--memory-calls", type=int, help="calls in the RSS growth run (default 100,000; 0 = no "
@@ -587,14 +646,15 @@ def main(argv: list[str] | None = None) -> int:
     if set(only) - set(SERVERS):
         parser.error(f"--only takes {','.join(SERVERS)}")
     s = Settings(concurrency=args.concurrency, rate=args.rate, only=only, db_url=args.db_url, loadgens=args.loadgens,
-                 rate_loadgens=args.rate_loadgens, tail=args.tail, before=args.before, import_check=not args.no_import,
+                 rate_loadgens=args.rate_loadgens, tail=args.tail, before=args.before, rounds=args.rounds,
+                 round_seconds=args.round_seconds, import_check=not args.no_import,
                  quiet_wait=args.quiet_wait, quick=args.quick)
     if args.quick:
         s.routes, s.duration, s.warmup, s.memory_calls, s.memory_seconds, s.lookup_samples, s.rate_duration = \
             10_000, 3.0, 0.5, 10_000, 2.0, 3000, 5.0
     s.routes = args.routes or s.routes
     s.duration = args.duration or s.duration
-    s.rate_duration = args.rate_duration or s.rate_duration
+    s.rate_duration = s.rate_duration if args.rate_duration is None else args.rate_duration
     if args.memory_calls is not None:
         s.memory_calls = args.memory_calls
     run(s)
