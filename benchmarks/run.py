@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / ".data"
 SERVERS = ("fs_dynroute", "bare", "minimal", "greenswitch")
 BARE = ("bare", "minimal")  # constant targets: nothing to check
+TAIL_PROBES = (("default", None), ("freeze", None), ("freeze", 0.0005))  # --tail: gc mode, GIL switch interval
 
 TARGETS = {"vs_bare": 1.3, "vs_minimal": 0.7, "vs_greenswitch": 15.0, "p99_ms_at_rate": 2.0, "lookup_us": 10.0,
            "cpu_us_per_call": 100.0, "import_s_per_1m": 30.0, "mariadb_vs_sqlite": 0.5}
@@ -96,15 +97,18 @@ class Row:
 # Servers
 
 
-def server_argv(name: str, port: int, db_path: Path, db_url: str | None, probe: tuple[str, Path] | None = None
-                ) -> list[str]:
+Probe = tuple[str, Path, "float | None"]  # serve_probe's --gc mode, its output file, --switch-interval
+
+
+def server_argv(name: str, port: int, db_path: Path, db_url: str | None, probe: Probe | None = None) -> list[str]:
     if name == "fs_dynroute":
         serve = ["serve", "--db", db_url or make_routes.db_url(str(db_path)), "--listen", f"127.0.0.1:{port}",
                  "--max-sessions", "2000"]
         if probe is None:
             return [*make_routes.cli(), *serve]
+        switch = ["--switch-interval", str(probe[2])] if probe[2] else []
         return [sys.executable, "-m", "benchmarks.serve_probe", "--gc", probe[0], "--probe-out", str(probe[1]),
-                "--", *serve]
+                *switch, "--", *serve]
     if name in BARE:
         return [sys.executable, "-m", "benchmarks.bare_server", "--listen", f"127.0.0.1:{port}",
                 "--exchange", "classic" if name == "bare" else "minimal"]
@@ -115,7 +119,7 @@ def server_argv(name: str, port: int, db_path: Path, db_url: str | None, probe: 
 
 
 def start(name: str, label: str, s: Settings, db_path: Path, db_url: str | None = None,
-          probe: tuple[str, Path] | None = None, source: Path | None = None) -> Server:
+          probe: Probe | None = None, source: Path | None = None) -> Server:
     """``source``: run fs_dynroute from that tree instead of this one (``--before``)."""
     port = free_port()
     argv = server_argv(name, port, db_path, db_url, probe)
@@ -248,7 +252,7 @@ def measured(server: Server, name: str, load: str, s: Settings, **kwargs: Any) -
 
 
 def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = None, label: str | None = None,
-                 probe: tuple[str, Path] | None = None, closed: bool = True, source: Path | None = None
+                 probe: Probe | None = None, closed: bool = True, source: Path | None = None
                  ) -> tuple[list[Row], dict[str, Any]]:
     """Closed loop (and fixed rate, except greenswitch) against one freshly started server."""
     rows: list[Row] = []
@@ -508,11 +512,12 @@ def _run(s: Settings) -> dict[str, Any]:
     if s.rounds:
         print(f"closed loop, {s.rounds} interleaved rounds of {s.round_seconds:g} s:", flush=True)
         extra["interleaved"] = interleaved(s, db_path)
-    for mode in ("default", "freeze") if s.tail else ():
-        label = f"fs_dynroute probe gc={mode}"
+    for mode, switch in TAIL_PROBES if s.tail else ():
+        key = f"{mode}" + (f"-switch{switch * 1000:g}ms" if switch else "")
+        label = f"fs_dynroute probe gc={mode}" + (f" switch={switch * 1000:g}ms" if switch else "")
         print(f"{label}:", flush=True)
-        got, extra[f"probe_{mode}_server"] = bench_server("fs_dynroute", s, db_path, label=label, closed=False,
-                                                          probe=(mode, s.run_dir / f"probe-{mode}.json"))
+        got, extra[f"probe_{key}_server"] = bench_server("fs_dynroute", s, db_path, label=label, closed=False,
+                                                         probe=(mode, s.run_dir / f"probe-{key}.json", switch))
         rows += got
     if s.db_url:
         print(f"fs_dynroute on {s.db_url}: loading {s.routes} routes...", flush=True)
@@ -568,7 +573,7 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
                                if other != label and label.startswith("fs_dynroute") and m)
             lines.append(f"  - {label}: {v['median_calls_per_s']:,.0f}/s; {v['median_cpu_us_per_call']:.0f} us; "
                          f"{v['calls_per_s']}; other CPU {v['other_cpu']}" + (f"; {ratios}" if ratios else ""))
-    for key in ("probe_default_server", "probe_freeze_server"):
+    for key in [k for k in extra if k.startswith("probe_")]:
         probe = (extra.get(key) or {}).get("probe")
         if isinstance(probe, dict):
             gcs = ", ".join(f"gen{g} {v['count']}x max {v['max_ms']:.1f} ms" for g, v in probe["gc"].items())

@@ -10,7 +10,9 @@ Runs the CLI unchanged in this process, after installing (measurement only, noth
   a long callback;
 * the start and duration of every change-log poll (``refresh``) and statistics flush (``flush``);
 * ``--gc freeze``: ``gc.freeze()`` after each full index load (what a one-line change in ``index.py`` would
-  do), or ``--gc off``: no cyclic collector at all, for comparison.
+  do), or ``--gc off``: no cyclic collector at all, for comparison;
+* ``--switch-interval S``: ``sys.setswitchinterval(S)``: how long the event loop may wait for the GIL while a
+  worker thread (the poll, the flush) runs Python code (CPython's default is 5 ms).
 
 The probe results are written to ``--probe-out`` as JSON when the server exits (SIGTERM).
 """
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_probe", description=__doc__.splitlines()[0])
     parser.add_argument("--probe-out", required=True)
     parser.add_argument("--gc", choices=("default", "freeze", "off"), default="default")
+    parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (default: CPython's 0.005)")
     parser.add_argument("cli", nargs=argparse.REMAINDER, help="-- then the fs-dynroute arguments")
     args = parser.parse_args(argv)
     import gevent
@@ -101,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         store.reload = reload_then_freeze  # type: ignore[method-assign]
     elif args.gc == "off":
         gc.disable()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     atexit.register(lambda: open(args.probe_out, "w").write(json.dumps(probe.report())))
     gevent.spawn(probe.watch_loop)
     return cli.main([a for a in args.cli if a != "--"])

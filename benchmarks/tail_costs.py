@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import gevent
+
 from benchmarks import make_routes
 from benchmarks.workload import RULE, route_key
 
@@ -33,8 +35,6 @@ def cpu_ms(fn: Callable[[], object], repeat: int = 3) -> float:
 
 def longest_stall(fn: Callable[[], object]) -> float:
     """The longest the event loop went without running a 1 ms ticker greenlet while ``fn`` ran (wall ms)."""
-    import gevent
-
     worst = [0.0]
 
     def tick() -> None:
@@ -77,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     out["route_500_calls_and_flush_ms"] = cpu_ms(flush_500)
     out["route_500_calls_ms"] = cpu_ms(lambda: [route_call(store, rule, "+1" + route_key(i), f"u{i}", dry_run=True)
                                                 for i in range(500)])
+    for interval in (0.005, 0.0005):  # the default switch interval, and a tenth of it
+        sys.setswitchinterval(interval)
+        stalls = []
+        for _ in range(5):
+            for i in range(500):
+                route_call(store, rule, "+1" + (route_key(i) if i % 2 else f"555900{i:04d}"), f"uuid-{i}")
+            stalls.append(longest_stall(store.flush))  # the flush thread holds the GIL; how long does the loop wait?
+        out[f"flush_500_loop_stall_ms_switchinterval_{interval * 1000:g}ms"] = max(stalls)
+        out[f"refresh_loop_stall_ms_switchinterval_{interval * 1000:g}ms"] = max(
+            longest_stall(store.refresh) for _ in range(5))
+    sys.setswitchinterval(0.005)
     gc.freeze()
     out["frozen_objects"] = gc.get_freeze_count()
     out["full_collection_after_freeze_ms"] = cpu_ms(lambda: gc.collect(2))
