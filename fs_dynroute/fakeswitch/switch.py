@@ -16,7 +16,12 @@ What is modelled, each from a capture (``fs_dynroute/fakeswitch/recordings``) or
   (an unset variable gives an empty reply, which FreeSWITCH turns into ``-ERR command not found``), and
   ``-ERR command not found`` for ``linger``/``nolinger``/``event``/``api`` unless the socket is ``full``.
   As in mod_event_socket, the reply to the very first command is never sent (``connect`` answers by itself).
-* Fates: SYNC ``exit`` or a close lets the dialplan continue; SYNC ``resume`` (or ``socket_resume=true`` already
+* Applications run by ``sendmsg execute`` (and by the dialplan): ``set``/``export`` as mod_dptools' ``base_set``
+  (``name=value``, else ``name,value``; no value unsets), ``unset``, ``transfer``, ``hangup``, and ``multiset``
+  (``^^X`` makes X the separator, else items split on spaces; quotes, escapes and trailing spaces as
+  ``switch_separate_string`` treats them; each item through ``base_set``), checked against multiset/S20.
+* Fates: SYNC ``exit`` or a close lets the dialplan continue (a close right after a ``multiset``'s ``+OK`` is how
+  fs_dynroute ends every call, S20); SYNC ``resume`` (or ``socket_resume=true`` already
   on the channel) leaves the call stuck; a sendmsg ``transfer`` sends the call there; ASYNC without ``resume``
   is stuck. No first command within ``first_command_timeout``: disconnect notice, close, dialplan continues.
   Nothing decisive ``stuck_after`` seconds after the first command: the caller gives up in silence (``stuck``).
