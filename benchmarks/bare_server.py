@@ -1,11 +1,13 @@
-"""Baseline: a bare gevent StreamServer doing fs_dynroute's exact exchange with no lookup, the limit of this stack.
+"""Baselines: bare gevent StreamServers doing an exchange with no lookup, the limit of this stack.
 
-Per connection: send ``connect``, read the connect reply (one header block), send the same four ``set``
-sendmsgs fs_dynroute sends (constant values: the No Match Destination) each awaiting its ``+OK``, send
-``exit``, await ``+OK bye``, close. No parsing beyond framing, no deadline, no thread pool, no logging,
-no database. Same StreamServer settings as fs_dynroute (unbounded pool, backlog 4096).
+``--exchange classic`` (the usual exchange, fs_dynroute's before issue 11): send ``connect``, read the connect
+reply (one header block), send four ``set`` sendmsgs (constant values: the No Match Destination) each awaiting
+its ``+OK``, send ``exit``, await ``+OK bye``, close. ``--exchange minimal`` (fs_dynroute's exchange now, S20):
+send ``connect``, read the reply, send ONE ``multiset`` carrying the same four variables, await ``+OK``, close.
+No parsing beyond framing, no deadline, no thread pool, no logging, no database. Same StreamServer settings as
+fs_dynroute (unbounded pool, backlog 4096).
 
-    python -m benchmarks.bare_server --listen 127.0.0.1:8090
+    python -m benchmarks.bare_server --listen 127.0.0.1:8090 [--exchange minimal]
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from gevent.server import StreamServer
 from benchmarks.workload import NO_MATCH_TARGET, RULE
 from fs_dynroute import esl
 
+VARIABLES = (("dynroute_target", NO_MATCH_TARGET), ("dynroute_result", "nomatch"), ("dynroute_rule", RULE),
+             ("dynroute_key", "5559000000"))
+EXCHANGES = {  # the commands after connect, each awaiting its reply
+    "classic": (*(esl.set_variable(name, value) for name, value in VARIABLES), esl.exit_command()),
+    "minimal": (esl.multiset(VARIABLES),),
+}
 CONNECT = esl.connect_command()
-EXIT = esl.exit_command()
-SETS = (esl.set_variable("dynroute_target", NO_MATCH_TARGET), esl.set_variable("dynroute_result", "nomatch"),
-        esl.set_variable("dynroute_rule", RULE), esl.set_variable("dynroute_key", "5559000000"))
 BLANK = b"\n\n"
 
 
@@ -40,32 +45,34 @@ def read_block(sock, buf: bytes) -> bytes:
         buf += data
 
 
-def handle(sock, _address) -> None:
-    try:
-        sock.sendall(CONNECT)
-        buf = read_block(sock, b"")
-        for command in SETS:
-            sock.sendall(command)
-            buf = read_block(sock, buf)
-        sock.sendall(EXIT)
-        read_block(sock, buf)
-    except (OSError, EOFError):
-        pass
-    finally:
-        sock.close()
+def handler(commands: tuple[bytes, ...]):
+    def handle(sock, _address) -> None:
+        try:
+            sock.sendall(CONNECT)
+            buf = read_block(sock, b"")
+            for command in commands:
+                sock.sendall(command)
+                buf = read_block(sock, buf)
+        except (OSError, EOFError):
+            pass
+        finally:
+            sock.close()
+
+    return handle
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bare_server", description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:8090", help="host:port")
+    parser.add_argument("--exchange", choices=sorted(EXCHANGES), default="classic")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    server = StreamServer((host, int(port)), handle, spawn=Pool(), backlog=4096)
+    server = StreamServer((host, int(port)), handler(EXCHANGES[args.exchange]), spawn=Pool(), backlog=4096)
     stopping = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stopping.set)
     server.start()
-    print(f"bare server listening on {host}:{server.address[1]}", flush=True)
+    print(f"bare server ({args.exchange}) listening on {host}:{server.address[1]}", flush=True)
     stopping.wait()
     server.stop(timeout=2)
     return 0

@@ -1,18 +1,20 @@
 """A load generator that plays FreeSWITCH's SYNC outbound socket, many calls at once, in its own process.
 
 Each call is a real TCP connection to the server under test, with the bytes and reply sequence of the SYNC
-captures (``fs_dynroute/fakeswitch/recordings/sync/S18.repr``): it waits for ``connect``, sends the channel's connect reply
-(the capture's ~3.8 KB header block with this call's caller ID and UUID, exactly as ``fs_dynroute.fakeswitch``
-builds it), answers each ``sendmsg`` with ``+OK`` (applying ``set`` to the call's variables), answers ``exit``
-with ``+OK bye`` plus the disconnect notice, and closes.
+captures (``fs_dynroute/fakeswitch/recordings/sync/S18.repr``, ``multiset/S20*.repr``): it waits for ``connect``,
+sends the channel's connect reply (the capture's ~3.8 KB header block with this call's caller ID and UUID, exactly
+as ``fs_dynroute.fakeswitch`` builds it), answers each ``sendmsg`` with ``+OK`` (applying ``set`` and ``multiset``
+to the call's variables as the fake does), answers ``exit`` with ``+OK bye`` plus the disconnect notice, and
+closes. A server that closes without ``exit`` after setting variables has ended the call as well (S20).
 
 The connect reply is recorded once from ``fs_dynroute.fakeswitch.place_call`` itself (against a throwaway recording
 server in this process) and checked byte for byte against a second recording; per call only the caller ID
 and the UUID are substituted. The hot loop is plain non-blocking sockets on ``epoll`` (no gevent), because the
 load generator shares two cores with the server and must spend as little CPU per call as possible.
 
-Per call it records the latency from ``connect()`` to the ``exit`` command arriving, the ``dynroute_target``
-the server set, and failures (no exit, timeout, refused, reset). ``wrong`` counts calls whose target (or
+Per call it records the latency from ``connect()`` to the end of the socket application (``exit`` arriving, or
+the server's close after it set variables), the ``dynroute_target`` the server set, the commands and bytes each
+way (FreeSWITCH's side of the work), and failures (closed before setting anything, timeout, refused, reset). ``wrong`` counts calls whose target (or
 ``dynroute_key``/``dynroute_result``) differs from what ``benchmarks.workload`` says the call must get.
 
     python -m benchmarks.loadgen --port 8084 --concurrency 50 --duration 10 --routes 1000000
@@ -36,6 +38,7 @@ from typing import Any
 
 from benchmarks.workload import NO_MATCH_TARGET, RULE, SOURCE, Calls, expected_target
 from fs_dynroute import esl
+from fs_dynroute.fakeswitch.switch import multiset_items
 
 SENTINEL_CALLER = "+19998887766"
 SENTINEL_UUID = "5e171e17-5e17-4e17-8e17-5e171e175e17"
@@ -124,7 +127,7 @@ def build_wire(host: str, port: int, destination: str = SOURCE, default_target: 
 
 
 class _Call:
-    __slots__ = ("sock", "fd", "t0", "caller", "key", "uuid", "buf", "connected", "vars", "done")
+    __slots__ = ("sock", "fd", "t0", "caller", "key", "uuid", "buf", "connected", "vars", "done", "set_any")
 
     def __init__(self, sock: socket.socket, t0: float, caller: str, key: str, uuid: bytes) -> None:
         self.sock = sock
@@ -137,6 +140,7 @@ class _Call:
         self.connected = False
         self.vars: dict[bytes, bytes] = {}
         self.done = False
+        self.set_any = False  # a set or multiset arrived: closing now ends the call at its target (S20)
 
 
 @dataclass
@@ -156,6 +160,9 @@ class Results:
     max_lag: float = 0.0  # fixed rate: worst delay of a call start behind its schedule
     late_starts: int = 0  # fixed rate: starts more than 1 ms behind schedule
     loadgen_cpu: float = 0.0  # seconds of this process's CPU during the run
+    commands: int = 0  # commands the server sent (connect included): what FreeSWITCH executes
+    bytes_from_server: int = 0
+    bytes_to_server: int = 0
     wall: float = 0.0
     checked: bool = True
 
@@ -171,7 +178,8 @@ class Results:
         first = parts[0]
         merged = cls(mode=str(first["mode"]), duration=float(first["duration"]), checked=bool(first["checked"]))
         for p in parts:
-            for name in ("started", "completed", "in_window", "wrong", "failed", "late_starts"):
+            for name in ("started", "completed", "in_window", "wrong", "failed", "late_starts", "commands",
+                         "bytes_from_server", "bytes_to_server"):
                 setattr(merged, name, getattr(merged, name) + int(p[name]))
             for reason, n in p["failures"].items():
                 merged.failures[reason] = merged.failures.get(reason, 0) + n
@@ -187,8 +195,12 @@ class Results:
         def pct(q: float) -> float | None:
             return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
 
+        per_call = (lambda n: n / self.started if self.started else None)  # noqa: E731
         return {"calls_per_s": self.in_window / self.duration if self.duration else None,
-                "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+                "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+                "max_ms": pct(1.0), "commands_per_call": per_call(self.commands),
+                "bytes_from_server_per_call": per_call(self.bytes_from_server),
+                "bytes_to_server_per_call": per_call(self.bytes_to_server),
                 "completed": self.completed, "wrong": self.wrong if self.checked else None, "failed": self.failed,
                 "loadgen_cpu_us_per_call": self.loadgen_cpu / self.completed * 1e6 if self.completed else None}
 
@@ -256,8 +268,12 @@ class LoadGenerator:
             self.end_call(call, f"{step}: {errno.errorcode.get(exc.errno or 0, exc)}")
             return
         if not data:
-            self.end_call(call, "closed without exit" if call.connected else "closed before connect")
+            if call.set_any:
+                self.on_end(call)
+            else:
+                self.end_call(call, "closed before setting anything" if call.connected else "closed before connect")
             return
+        self.results.bytes_from_server += len(data)
         buf = call.buf + data if call.buf else data
         handled = 0
         while not call.done:
@@ -283,9 +299,11 @@ class LoadGenerator:
         if sent != len(data):
             self.end_call(call, "short send")
             return False
+        self.results.bytes_to_server += sent
         return True
 
     def on_command(self, call: _Call, block: bytes) -> None:
+        self.results.commands += 1
         if not call.connected:
             if block.startswith(b"connect"):
                 call.connected = True
@@ -297,7 +315,8 @@ class LoadGenerator:
         if block.startswith(b"sendmsg"):
             self.on_sendmsg(call, block)
         elif block.startswith(b"exit"):
-            self.on_exit(call)
+            if self.send(call, self.wire.bye_for(call.uuid)):
+                self.on_end(call)
         else:
             self.send(call, ERR_REPLY)
             self.end_call(call, f"unexpected command {block.partition(NL)[0][:30]!r}")
@@ -315,15 +334,22 @@ class LoadGenerator:
         if target and target != call.uuid:
             self.send(call, esl.command_reply(f"-ERR invalid session id [{target.decode()}]"))
             return
-        if headers.get(b"call-command") == b"execute" and headers.get(b"execute-app-name") == b"set":
-            name, _, value = headers.get(b"execute-app-arg", b"").partition(b"=")
-            if value:
-                call.vars[name] = value
-            else:
-                call.vars.pop(name, None)
+        app = headers.get(b"execute-app-name")
+        if headers.get(b"call-command") == b"execute" and app in (b"set", b"multiset"):
+            arg = headers.get(b"execute-app-arg", b"")
+            for item in ([arg] if app == b"set" else [i.encode() for i in multiset_items(arg.decode())]):
+                name, _, value = item.partition(b"=")
+                if value:
+                    call.vars[name] = value
+                else:
+                    call.vars.pop(name, None)
+            call.set_any = True
         self.send(call, OK_REPLY)
 
-    def on_exit(self, call: _Call) -> None:
+    def on_end(self, call: _Call) -> None:
+        """The socket application is over (exit, or a close after the variables were set): tally the call."""
+        if call.done:
+            return
         now = time.perf_counter()
         results = self.results
         results.latencies.append(now - call.t0)
@@ -332,7 +358,6 @@ class LoadGenerator:
             results.in_window += 1
         if self.check:
             self.verify(call)
-        self.send(call, self.wire.bye_for(call.uuid))
         self.end_call(call)
 
     def verify(self, call: _Call) -> None:

@@ -1,9 +1,12 @@
 """Run every benchmark of issue #5 on this machine and print one table: ``python -m benchmarks.run [--quick]``.
 
-For each server (fs_dynroute, the bare gevent baseline, greenswitch 0.0.19's OutboundESLServer) it starts the
-server as a subprocess on a free loopback port, warms it up, runs the same closed-loop load (and, for
-fs_dynroute and bare, a fixed-rate load) from separate load generator processes, reads the server's CPU
-time, open descriptors and resident memory from /proc, and stops it. Then the store microbenchmark, the
+For each server (fs_dynroute, two bare gevent baselines: the classic six-step exchange and the minimal one of
+issue 11, greenswitch 0.0.19's OutboundESLServer) it starts the server as a subprocess on a free loopback port,
+warms it up, runs the same closed-loop load (and, except for greenswitch, a fixed-rate load from several load
+generator processes, long enough to see the tail) from separate processes, reads the server's CPU time, open
+descriptors and resident memory from /proc, and stops it. With ``--tail``, fs_dynroute's fixed-rate run is
+repeated under ``benchmarks.serve_probe`` (garbage collections, event-loop stalls, poll and flush timings),
+with the collector as it is and with ``gc.freeze()`` after the index load. Then the store microbenchmark, the
 CSV import timing, the memory runs, and (with ``--db-url mysql://...``) fs_dynroute on MariaDB.
 
 The routes database is cached in ``benchmarks/.data/`` (gitignored); each run works on a fresh copy in its own
@@ -22,8 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import statistics
 from collections import Counter
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,12 @@ from benchmarks.procs import Server, cpu_seconds, fd_count, free_port, rss_kib, 
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / ".data"
-SERVERS = ("fs_dynroute", "bare", "greenswitch")
+SERVERS = ("fs_dynroute", "bare", "minimal", "greenswitch")
+BARE = ("bare", "minimal")  # constant targets: nothing to check
+TAIL_PROBES = (("default", None), ("freeze", None), ("freeze", 0.0005))  # --tail: gc mode, GIL switch interval
 
-TARGETS = {"vs_bare": 0.9, "vs_greenswitch": 15.0, "p99_ms_at_rate": 2.0, "lookup_us": 10.0,
-           "cpu_us_per_call": 120.0, "import_s_per_1m": 30.0, "mariadb_vs_sqlite": 0.5}
+TARGETS = {"vs_bare": 1.3, "vs_minimal": 0.7, "vs_greenswitch": 15.0, "p99_ms_at_rate": 2.0, "lookup_us": 10.0,
+           "cpu_us_per_call": 100.0, "import_s_per_1m": 30.0, "mariadb_vs_sqlite": 0.5}
 
 
 @dataclass
@@ -48,6 +55,12 @@ class Settings:
     only: tuple[str, ...] = SERVERS
     db_url: str | None = None
     loadgens: int = 1
+    rate_loadgens: int = 3
+    rate_duration: float = 30.0
+    tail: bool = False
+    before: Path | None = None  # a source tree of an earlier fs_dynroute, benchmarked beside this one
+    rounds: int = 0  # closed loop: also N interleaved rounds over every server at once (a shared machine)
+    round_seconds: float = 3.0
     warmup: float = 1.0
     memory_calls: int = 100_000
     memory_concurrency: int = 1000
@@ -84,22 +97,36 @@ class Row:
 # Servers
 
 
-def server_argv(name: str, port: int, db_path: Path, db_url: str | None) -> list[str]:
+Probe = tuple[str, Path, "float | None"]  # serve_probe's --gc mode, its output file, --switch-interval
+
+
+def server_argv(name: str, port: int, db_path: Path, db_url: str | None, probe: Probe | None = None) -> list[str]:
     if name == "fs_dynroute":
-        return [*make_routes.cli(), "serve", "--db", db_url or make_routes.db_url(str(db_path)),
-                "--listen", f"127.0.0.1:{port}", "--max-sessions", "2000"]
-    if name == "bare":
-        return [sys.executable, "-m", "benchmarks.bare_server", "--listen", f"127.0.0.1:{port}"]
+        serve = ["serve", "--db", db_url or make_routes.db_url(str(db_path)), "--listen", f"127.0.0.1:{port}",
+                 "--max-sessions", "2000"]
+        if probe is None:
+            return [*make_routes.cli(), *serve]
+        switch = ["--switch-interval", str(probe[2])] if probe[2] else []
+        return [sys.executable, "-m", "benchmarks.serve_probe", "--gc", probe[0], "--probe-out", str(probe[1]),
+                *switch, "--", *serve]
+    if name in BARE:
+        return [sys.executable, "-m", "benchmarks.bare_server", "--listen", f"127.0.0.1:{port}",
+                "--exchange", "classic" if name == "bare" else "minimal"]
     if name == "greenswitch":
         return [sys.executable, "-m", "benchmarks.greenswitch_server", "--db", str(db_path),
                 "--listen", f"127.0.0.1:{port}"]
     raise ValueError(name)
 
 
-def start(name: str, label: str, s: Settings, db_path: Path, db_url: str | None = None) -> Server:
+def start(name: str, label: str, s: Settings, db_path: Path, db_url: str | None = None,
+          probe: Probe | None = None, source: Path | None = None) -> Server:
+    """``source``: run fs_dynroute from that tree instead of this one (``--before``)."""
     port = free_port()
-    return Server(label, server_argv(name, port, db_path, db_url), port, s.run_dir / "logs" / f"{label}.log",
-                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+    argv = server_argv(name, port, db_path, db_url, probe)
+    if source is not None:
+        argv = [sys.executable, "-P", "-m", "fs_dynroute", *argv[argv.index("serve"):]]  # -P: not this tree
+    path = f"{source}:{ROOT}" if source is not None else str(ROOT)
+    return Server(label, argv, port, s.run_dir / "logs" / f"{label}.log", env={**os.environ, "PYTHONPATH": path})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,7 +235,7 @@ def measured(server: Server, name: str, load: str, s: Settings, **kwargs: Any) -
     log_offset = server.log_path.stat().st_size
     fds_before = fd_count(server.pid)
     cpu0, (busy0, _) = cpu_seconds(server.pid), system_busy()
-    results, samples, wall = loadgen(server, s, check=name != "bare", **kwargs)
+    results, samples, wall = loadgen(server, s, check=name not in BARE, **kwargs)
     cpu1, (busy1, _) = cpu_seconds(server.pid), system_busy()
     fds_after = settle_fds(server.pid, fds_before)
     summary = results.summary()
@@ -224,30 +251,68 @@ def measured(server: Server, name: str, load: str, s: Settings, **kwargs: Any) -
                max_lag_ms=results.max_lag * 1000, outcomes=found)
 
 
-def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = None, label: str | None = None
+def bench_server(name: str, s: Settings, db_path: Path, db_url: str | None = None, label: str | None = None,
+                 probe: Probe | None = None, closed: bool = True, source: Path | None = None
                  ) -> tuple[list[Row], dict[str, Any]]:
     """Closed loop (and fixed rate, except greenswitch) against one freshly started server."""
     rows: list[Row] = []
-    with start(name, label or name, s, db_path, db_url) as server:
+    with start(name, label or name, s, db_path, db_url, probe, source) as server:
         info: dict[str, Any] = {"ready_s": round(server.ready_after, 2), "rss_ready_mib": rss_kib(server.pid) / 1024,
                                    "fds_ready": fd_count(server.pid)}
         print(f"  {server.name}: listening after {server.ready_after:.1f} s, RSS {info['rss_ready_mib']:.0f} MiB",
               flush=True)
-        if name != "bare":
+        if name not in BARE:
             info["crosscheck"] = crosscheck(server, s)
         loadgen(server, s, check=False, duration=s.warmup)
-        rows.append(measured(server, name, f"closed c={s.concurrency}", s, duration=s.duration))
-        _progress(rows[-1])
-        if name != "greenswitch":
-            rows.append(measured(server, name, f"rate {s.rate:g}/s", s, rate=s.rate, duration=s.duration, processes=1))
+        if closed and not s.rounds:  # with --rounds, the interleaved rounds are the closed loop
+            rows.append(measured(server, name, f"closed c={s.concurrency}", s, duration=s.duration))
+            _progress(rows[-1])
+        if name != "greenswitch" and s.rate_duration > 0:
+            rows.append(measured(server, name, f"rate {s.rate:g}/s", s, rate=s.rate, duration=s.rate_duration,
+                                 processes=s.rate_loadgens))
             _progress(rows[-1])
         info["exit_status"] = server.stop()
+    if probe is not None and probe[1].exists():
+        info["probe"] = json.loads(probe[1].read_text())
     return rows, info
+
+
+def interleaved(s: Settings, db_path: Path) -> dict[str, Any]:
+    """Closed loop in ``s.rounds`` rounds, each server in turn for ``s.round_seconds``, all servers running.
+
+    On a machine shared with other work the load drifts within minutes; servers measured minutes apart are
+    compared under different loads. Round-robin slices see the same drift, and the median per server of its
+    rounds gives ratios that hold still. Returns calls/s and CPU per call per round, and the medians.
+    """
+    plan = [(name, name, None) for name in SERVERS if name in s.only]
+    if s.before is not None:
+        plan.append(("fs_dynroute", "fs_dynroute (before)", s.before))
+    out: dict[str, Any] = {"rounds": s.rounds, "seconds": s.round_seconds, "servers": {}}
+    s = replace(s, quiet_wait=min(s.quiet_wait, 1.0))  # the rounds share the drift; waiting would only stretch it
+    with ExitStack() as stack:
+        servers = [(name, stack.enter_context(start(name, f"{label} rounds", s, db_path, source=source)), label)
+                   for name, label, source in plan]
+        for name, server, label in servers:
+            loadgen(server, s, check=False, duration=s.warmup)
+        for n in range(s.rounds):
+            for name, server, label in servers:
+                row = measured(server, name, "closed", s, duration=s.round_seconds)
+                got = out["servers"].setdefault(label, {"calls_per_s": [], "cpu_us_per_call": [], "other_cpu": []})
+                got["calls_per_s"].append(round(row.summary["calls_per_s"] or 0))
+                got["cpu_us_per_call"].append(round(row.cpu_us_per_call or 0))
+                got["other_cpu"].append(round(row.other_cpu_cores, 2))
+            print(f"  round {n + 1}: " + ", ".join(f"{label} {v['calls_per_s'][-1]:,}/s"
+                                                  for label, v in out["servers"].items()), flush=True)
+    for got in out["servers"].values():
+        got["median_calls_per_s"] = statistics.median(got["calls_per_s"])
+        got["median_cpu_us_per_call"] = statistics.median(got["cpu_us_per_call"])
+    return out
 
 
 def _progress(row: Row) -> None:
     m = row.summary
     print(f"    {row.load:14} {_f(m['calls_per_s'], 0):>7} calls/s  p99 {_f(m['p99_ms'], 2)} ms  "
+          f"p99.9 {_f(m['p999_ms'], 2)} ms  max {_f(m['max_ms'], 2)} ms  "
           f"CPU {_f(row.cpu_us_per_call, 0)} us/call  wrong {m['wrong']}  failed {m['failed']}", flush=True)
 
 
@@ -321,25 +386,26 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def table(rows: list[Row]) -> str:
     by = {(r.server, r.load.split()[0]): r for r in rows}
-    head = ("server", "load", "calls/s", "p50 ms", "p95 ms", "p99 ms", "CPU us/call", "srv CPU", "LG us/call",
-            "other CPU", "wrong", "failed", "fds before/after", "ratio")
+    head = ("server", "load", "calls/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU us/call", "srv CPU",
+            "LG us/call", "other CPU", "wrong", "failed", "cmds/call", "bytes out/in", "ratio")
     lines = [head]
     for r in rows:
         m = r.summary
         ratio = ""
         if r.server.startswith("fs_dynroute") and r.load.startswith("closed"):
             parts = []
-            for base in ("bare", "greenswitch", "fs_dynroute"):
+            for base in ("bare", "minimal", "greenswitch", "fs_dynroute", "fs_dynroute (before)"):
                 other = by.get((base, "closed"))
                 if other is not None and other is not r:
                     q = _ratio(m["calls_per_s"], other.summary["calls_per_s"])
                     parts.append(f"{q:.2f}x {base}" if q else "")
             ratio = ", ".join(p for p in parts if p)
-        lines.append((r.server, r.load, _f(m["calls_per_s"], 0), _f(m["p50_ms"], 2), _f(m["p95_ms"], 2),
-                       _f(m["p99_ms"], 2), _f(r.cpu_us_per_call, 0), f"{r.server_cpu_pct:.0f}%",
-                       _f(m["loadgen_cpu_us_per_call"], 0), f"{r.other_cpu_cores:.2f}",
+        lines.append((r.server, r.load, _f(m["calls_per_s"], 0), _f(m["p50_ms"], 2), _f(m["p99_ms"], 2),
+                       _f(m["p999_ms"], 2), _f(m["max_ms"], 2), _f(r.cpu_us_per_call, 0),
+                       f"{r.server_cpu_pct:.0f}%", _f(m["loadgen_cpu_us_per_call"], 0), f"{r.other_cpu_cores:.2f}",
                        "-" if m["wrong"] is None else str(m["wrong"]), str(m["failed"]),
-                       f"{r.fds_before}/{r.fds_after}", ratio))
+                       _f(m["commands_per_call"], 2),
+                       f"{_f(m['bytes_from_server_per_call'], 0)}/{_f(m['bytes_to_server_per_call'], 0)}", ratio))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -364,8 +430,15 @@ def verdicts(rows: list[Row], extra: dict[str, Any], s: Settings) -> list[str]:
     def cps(row: Row | None) -> float | None:
         return row.summary["calls_per_s"] if row else None
 
-    check("fs_dynroute / bare calls/s", _ratio(cps(fs), cps(bare)), TARGETS["vs_bare"], True, "x")
+    check("fs_dynroute / classic bare calls/s", _ratio(cps(fs), cps(bare)), TARGETS["vs_bare"], True, "x")
+    check("fs_dynroute / minimal bare calls/s", _ratio(cps(fs), cps(by.get(("minimal", "closed")))),
+          TARGETS["vs_minimal"], True, "x")
     check("fs_dynroute / greenswitch calls/s", _ratio(cps(fs), cps(gs)), TARGETS["vs_greenswitch"], True, "x")
+    medians = {k: v["median_calls_per_s"] for k, v in (extra.get("interleaved") or {}).get("servers", {}).items()}
+    for base, target in (("bare", "vs_bare"), ("minimal", "vs_minimal"), ("greenswitch", "vs_greenswitch")):
+        if base in medians and "fs_dynroute" in medians:
+            check(f"fs_dynroute / {base} calls/s, interleaved rounds (medians)",
+                  _ratio(medians["fs_dynroute"], medians[base]), TARGETS[target], True, "x")
     check(f"fs_dynroute p99 at {s.rate:g} calls/s", rate.summary["p99_ms"] if rate else None,
           TARGETS["p99_ms_at_rate"], False, " ms")
     for r in (extra.get("lookup") or {}).get("results", []):
@@ -425,11 +498,27 @@ def _run(s: Settings) -> dict[str, Any]:
     db_path, build = sqlite_db(s)
     extra: dict[str, Any] = {"facts": info, "settings": vars(s), "build": build}
     rows: list[Row] = []
-    for name in ("fs_dynroute", "bare", "greenswitch"):
+    sequential = not s.rounds or s.rate_duration > 0
+    for name in SERVERS if sequential else ():
         if name in s.only:
             print(f"{name}:", flush=True)
             got, extra[f"{name}_server"] = bench_server(name, s, db_path)
             rows += got
+    if s.before is not None and sequential:
+        print("fs_dynroute (before):", flush=True)
+        got, extra["before_server"] = bench_server("fs_dynroute", s, db_path, label="fs_dynroute (before)",
+                                                   source=s.before)
+        rows += got
+    if s.rounds:
+        print(f"closed loop, {s.rounds} interleaved rounds of {s.round_seconds:g} s:", flush=True)
+        extra["interleaved"] = interleaved(s, db_path)
+    for mode, switch in TAIL_PROBES if s.tail else ():
+        key = f"{mode}" + (f"-switch{switch * 1000:g}ms" if switch else "")
+        label = f"fs_dynroute probe gc={mode}" + (f" switch={switch * 1000:g}ms" if switch else "")
+        print(f"{label}:", flush=True)
+        got, extra[f"probe_{key}_server"] = bench_server("fs_dynroute", s, db_path, label=label, closed=False,
+                                                         probe=(mode, s.run_dir / f"probe-{key}.json", switch))
+        rows += got
     if s.db_url:
         print(f"fs_dynroute on {s.db_url}: loading {s.routes} routes...", flush=True)
         extra["mariadb_build"] = make_routes.build(s.db_url, s.routes, "bulk")
@@ -456,8 +545,8 @@ def _run(s: Settings) -> dict[str, Any]:
 
 
 def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
-    setup = (f"routes {s.routes:,}, closed loop c={s.concurrency} for {s.duration:g} s, fixed rate {s.rate:g}/s "
-             f"for {s.duration:g} s, {s.loadgens} load generator process(es); "
+    setup = (f"routes {s.routes:,}, closed loop c={s.concurrency} for {s.duration:g} s ({s.loadgens} load generator "
+             f"process(es)), fixed rate {s.rate:g}/s for {s.rate_duration:g} s ({s.rate_loadgens} processes); "
              "times in ms, CPU in us per completed call")
     lines = ["", setup, "", table(rows), ""]
     lines.append("srv CPU = server process CPU / wall time (100% = one core); LG = load generator CPU per call; "
@@ -474,6 +563,24 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
             notes.append(f"{r.late_starts} starts >1 ms late (max {r.max_lag_ms:.1f} ms)")
         if notes:
             lines.append(f"- {r.server} {r.load}: " + "; ".join(notes))
+    rounds = extra.get("interleaved")
+    if isinstance(rounds, dict):
+        medians = {label: v["median_calls_per_s"] for label, v in rounds["servers"].items()}
+        lines.append(f"- closed loop c={s.concurrency}, {rounds['rounds']} interleaved rounds of {rounds['seconds']:g} s "
+                     "(median calls/s; CPU us/call; rounds):")
+        for label, v in rounds["servers"].items():
+            ratios = ", ".join(f"{_ratio(medians[label], m):.2f}x {other}" for other, m in medians.items()
+                               if other != label and label.startswith("fs_dynroute") and m)
+            lines.append(f"  - {label}: {v['median_calls_per_s']:,.0f}/s; {v['median_cpu_us_per_call']:.0f} us; "
+                         f"{v['calls_per_s']}; other CPU {v['other_cpu']}" + (f"; {ratios}" if ratios else ""))
+    for key in [k for k in extra if k.startswith("probe_")]:
+        probe = (extra.get(key) or {}).get("probe")
+        if isinstance(probe, dict):
+            gcs = ", ".join(f"gen{g} {v['count']}x max {v['max_ms']:.1f} ms" for g, v in probe["gc"].items())
+            steps = ", ".join(f"{k} {v['count']}x max {v['max_ms']:.1f} ms" for k, v in probe["steps"].items())
+            lines.append(f"- {key.removesuffix('_server')}: collections {gcs}; {steps}; loop stalls >2 ms "
+                         f"{probe['stalls']['count']} (>5 ms {probe['stalls_over_5ms']}, max "
+                         f"{probe['stalls']['max_ms']:.1f} ms); frozen objects {probe['gc_frozen']:,}")
     for key in ("fs_dynroute_server", "greenswitch_server", "mariadb_server"):
         srv = extra.get(key)
         if isinstance(srv, dict) and srv.get("crosscheck"):
@@ -518,10 +625,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="closed loop: calls in flight (default 50)")
     parser.add_argument("--duration", type=float, help="seconds per load run (default 10; --quick 3)")
     parser.add_argument("--rate", type=float, default=1000.0, help="fixed-rate run, calls/s (default 1000)")
-    parser.add_argument("--only", default=",".join(SERVERS), help="servers: fs_dynroute,bare,greenswitch")
+    parser.add_argument("--only", default=",".join(SERVERS), help="servers: fs_dynroute,bare,minimal,greenswitch")
     parser.add_argument("--db-url", help="also benchmark fs_dynroute on this MariaDB database, e.g. "
                         "mysql://root@127.0.0.1/dynroute_bench (dropped and recreated; name must contain 'bench')")
     parser.add_argument("--loadgens", type=int, default=1, help="load generator processes for closed loop (default 1)")
+    parser.add_argument("--rate-loadgens", type=int, default=3, help="load generator processes for the fixed rate "
+                        "(default 3: one process's own pauses would hide or fake a tail)")
+    parser.add_argument("--rate-duration", type=float, help="seconds of the fixed-rate run (default 30; --quick 5; "
+                        "0: none)")
+    parser.add_argument("--before", type=Path, help="also benchmark the fs_dynroute in this source tree (e.g. "
+                        "`git archive <commit> | tar -x -C DIR`), in the same run")
+    parser.add_argument("--rounds", type=int, default=0, help="also run the closed loop in N interleaved rounds "
+                        "over all servers at once (ratios that hold on a shared machine)")
+    parser.add_argument("--round-seconds", type=float, default=3.0, help="seconds per server per round (default 3)")
+    parser.add_argument("--tail", action="store_true", help="also run fs_dynroute's fixed rate under "
+                        "benchmarks.serve_probe, with the collector as is and with gc.freeze() after the load")
     parser.add_argument("--memory-calls", type=int, help="calls in the RSS growth run (default 100,000; 0 = no "
                         "memory runs)")
     parser.add_argument("--no-import", action="store_true", help="skip timing fs-dynroute route import")
@@ -533,12 +651,15 @@ def main(argv: list[str] | None = None) -> int:
     if set(only) - set(SERVERS):
         parser.error(f"--only takes {','.join(SERVERS)}")
     s = Settings(concurrency=args.concurrency, rate=args.rate, only=only, db_url=args.db_url, loadgens=args.loadgens,
-                 import_check=not args.no_import, quiet_wait=args.quiet_wait, quick=args.quick)
+                 rate_loadgens=args.rate_loadgens, tail=args.tail, before=args.before, rounds=args.rounds,
+                 round_seconds=args.round_seconds, import_check=not args.no_import,
+                 quiet_wait=args.quiet_wait, quick=args.quick)
     if args.quick:
-        s.routes, s.duration, s.warmup, s.memory_calls, s.memory_seconds, s.lookup_samples = \
-            10_000, 3.0, 0.5, 10_000, 2.0, 3000
+        s.routes, s.duration, s.warmup, s.memory_calls, s.memory_seconds, s.lookup_samples, s.rate_duration = \
+            10_000, 3.0, 0.5, 10_000, 2.0, 3000, 5.0
     s.routes = args.routes or s.routes
     s.duration = args.duration or s.duration
+    s.rate_duration = s.rate_duration if args.rate_duration is None else args.rate_duration
     if args.memory_calls is not None:
         s.memory_calls = args.memory_calls
     run(s)

@@ -1,7 +1,13 @@
-"""One outbound-socket session: FreeSWITCH connects, we read the channel, decide, set the target, exit.
+"""One outbound-socket session: FreeSWITCH connects, we read the channel, decide, set everything at once, close.
 
-Every way this can fail (the caller hangs up, the peer resets, the store is slow, our own bug)
-ends with the socket closed and nothing more sent, so the dialplan's default (the No Match
+Two round trips per call: ``connect`` (its reply is the channel data), then ONE ``multiset`` carrying
+``dynroute_target`` first and the CDR variables after it. In SYNC mode the application has run when its
+``+OK`` comes back, and closing the socket ends the ``socket`` application: the dialplan goes on to
+``transfer ${dynroute_target}`` (captures multiset/S20: right target every time). ``exit`` would add a third
+round trip (``+OK bye`` and a disconnect notice) and change nothing for the call (S20b).
+
+Every way this can fail (the caller hangs up, the peer resets, the store is slow, FreeSWITCH refuses, our
+own bug) ends with the socket closed and nothing more sent, so the dialplan's default (the No Match
 Destination, set before ``socket``) stands. The whole session runs under one hard deadline:
 FreeSWITCH waits forever after ``connect``, so a stalled session would be a silent caller.
 """
@@ -18,7 +24,7 @@ from gevent import socket
 
 from fs_dynroute.decision import Decision, RuleView
 from fs_dynroute.destinations import CONTROL
-from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_command, exit_command, set_variable
+from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_command, multiset
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +73,10 @@ class Conversation:
         while True:
             message = self.reader.next_message()
             if message is not None:
-                if message.content_type == "text/disconnect-notice":
+                kind = message.content_type
+                if kind == "text/disconnect-notice":
                     raise CallerGone("disconnect notice")
-                if not message.content_type.startswith(_NOT_REPLIES):
+                if not kind.startswith(_NOT_REPLIES):
                     return message
                 continue
             data = self.sock.recv(RECV_SIZE)
@@ -94,12 +101,17 @@ class Conversation:
 
 
 def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
-    """Serve one call on ``sock`` (closing it); returns the outcome word logged for the call."""
+    """Serve one call on ``sock`` (closing it); returns the outcome word logged for the call.
+
+    ``done``: FreeSWITCH confirmed the variables. ``... after sending``: the command went out but no reply came
+    (FreeSWITCH may or may not have run it). Anything else: nothing was set and the dialplan default stands.
+    """
     started = time.monotonic()
     channel: Channel | None = None
     rule: RuleView | None = None
     decision: Decision | None = None
     outcome = "default"
+    sent = False
     try:
         with gevent.Timeout(timeout):
             talk = Conversation(sock)
@@ -109,33 +121,37 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
             if rule is None or decision is None:
                 outcome = "norule"
             else:
-                talk.command(set_variable("dynroute_target", decision.destination))
-                outcome = "sent"
-                for name, value in (("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
-                                    ("dynroute_key", decision.key or "")):
-                    talk.command(set_variable(name, value))
-                talk.command(exit_command())
+                command = multiset((("dynroute_target", decision.destination),
+                                    ("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
+                                    ("dynroute_key", decision.key or "")))
+                sent = True
+                talk.command(command)
                 outcome = "done"
     except gevent.Timeout:
-        outcome = "timeout" if outcome == "default" else outcome
+        outcome = "timeout"
     except CallerGone:
         outcome = "hangup"
-    except (Refused, ESLProtocolError, OSError, ValueError) as exc:
-        outcome = f"{type(exc).__name__}: {exc}" if outcome == "default" else outcome
+    except Refused as exc:  # FreeSWITCH did not run the command: nothing was set
+        outcome, sent = f"Refused: {exc}", False
+    except (ESLProtocolError, OSError, ValueError) as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
     except Exception:  # our own bug must still leave the caller at the dialplan's default
         log.exception("session failed; the call falls back to the dialplan default")
-        outcome = "bug" if outcome == "default" else outcome
+        outcome = "bug"
     finally:
         sock.close()
-    _log_call(channel, rule, decision, outcome, started)
+    if sent and outcome != "done":
+        outcome += " after sending"
+    reached = decision.destination if decision and outcome == "done" else \
+        "(unconfirmed)" if sent else "(dialplan default)"
+    _log_call(channel, rule, decision, outcome, reached, started)
     return outcome
 
 
-def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str,
+def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str, reached: str,
               started: float) -> None:
     """The one log line per call: who, which rule, the key, the result, where it went, how long."""
     ms = (time.monotonic() - started) * 1000
-    reached = decision.destination if decision and outcome in ("sent", "done") else "(dialplan default)"
     log.info("call uuid=%s caller=%s rule=%s key=%s result=%s dest=%s outcome=%s ms=%.2f",
              _printable(channel.uuid) if channel else "-", _printable(channel.caller_id) if channel else "-",
              rule.name if rule else "-", decision.key if decision and decision.key else "-",

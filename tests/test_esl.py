@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - hypothesis is optional
     given = None
 
 
-ALL = captures.names("sync", "async")
+ALL = captures.names("sync", "async", "multiset")
 CAPTURE_LIMIT = 4 * 1024 * 1024  # whole captures fed at once; the default cap is for one call's live stream
 
 
@@ -240,7 +240,7 @@ def test_an_encoded_newline_cannot_forge_the_caller_id(where: str) -> None:
     assert headers["Caller-Caller-ID-Number"] == "+15551111111"
     assert headers["variable_sip_user_agent"] == "x\nCaller-Caller-ID-Number: 5559999999"
     # what decoding the whole block first (greenswitch 0.0.19) would have believed:
-    naive = [line.partition(": ") for line in esl.decode_value(forged[:-2]).split("\n")]
+    naive = [line.partition(": ") for line in esl.decode_value(forged[:-2].decode()).split("\n")]
     fooled = next(v for k, _, v in naive if k == "Caller-Caller-ID-Number")
     assert fooled == ("5559999999" if where == "before" else "+15551111111")
 
@@ -304,12 +304,23 @@ def test_content_length_beyond_the_cap_is_a_protocol_error() -> None:
         reader.next_message()
 
 
-@pytest.mark.parametrize("block", [b"no colon here\n\n", b": nameless\n\n", b"\n\n", b"A: 1\n\nB: 2\n\n\n\n"])
+@pytest.mark.parametrize("block", [b"\n\n", b"A: 1\n\nB: 2\n\n\n\n", b"A: 1\r\n\n"])
 def test_malformed_blocks_are_protocol_errors(block: bytes) -> None:
     reader = MessageReader()
     reader.feed(block)
     with pytest.raises(ESLProtocolError):
         drain(reader)
+
+
+@pytest.mark.parametrize("bad", [b"no colon here", b"Caller-Caller-ID-Number 5559999999", b": nameless"])
+def test_a_malformed_line_is_refused_when_the_block_is_listed_and_never_read_as_a_value(bad: bytes) -> None:
+    block = stream("sync/S18.repr").split(b"\n\n", 1)[0]
+    reader = MessageReader()
+    reader.feed(block.replace(b"\nContent-Type: ", b"\n" + bad + b"\nContent-Type: ", 1) + b"\n\n")
+    headers = reader.next_message().headers
+    assert headers["Caller-Caller-ID-Number"] == "+15551111111" and headers["Reply-Text"] == "+OK\n"
+    with pytest.raises(ESLProtocolError, match="malformed header line"):
+        dict(headers)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -344,6 +355,28 @@ def test_s18_set_and_exit_are_byte_identical() -> None:
     assert esl.sendmsg_execute("transfer", "1001 XML default") == captures.sent("sync/S6.repr")[1]
 
 
+def test_multiset_is_byte_identical_to_the_captured_one_target_first() -> None:
+    variables = (("dynroute_target", "1001 XML default"), ("dynroute_result", "match"),
+                 ("dynroute_rule", "Customer Routing"), ("dynroute_key", "5551111111"))
+    for name in ("multiset/S20_multiset_close.repr", "multiset/S20b_multiset_exit.repr"):
+        assert captures.sent(name)[:2] == [esl.connect_command(), esl.multiset(variables)]
+    assert captures.sent("multiset/S20b_multiset_exit.repr")[2] == esl.exit_command()
+    assert esl.multiset([("dynroute_key", "")]).endswith(b"execute-app-arg: ^^|dynroute_key=\n\n")  # unsets
+
+
+@pytest.mark.parametrize("value", ["1001|XML default", "Bob's rule", "a\\b", "trailing ", "a|", "|"])
+def test_multiset_refuses_a_value_freeswitch_would_split_or_alter_naming_the_variable(value: str) -> None:
+    assert esl.MULTISET_SEPARATOR == "|"
+    with pytest.raises(ValueError, match="dynroute_rule"):
+        esl.multiset([("dynroute_target", "1001 XML default"), ("dynroute_rule", value)])
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a=b", "a|b", "\u00e4"])
+def test_multiset_refuses_names_outside_word_characters(name: str) -> None:
+    with pytest.raises(ValueError, match="name"):
+        esl.multiset([(name, "1")])
+
+
 @pytest.mark.parametrize("bad", ["\n", "\r", "\x00", "\x1b", "\x7f", "\x85", "\x9f"])
 def test_builders_refuse_control_characters_naming_the_field(bad: str) -> None:
     with pytest.raises(ValueError, match="execute-app-arg"):
@@ -352,6 +385,8 @@ def test_builders_refuse_control_characters_naming_the_field(bad: str) -> None:
         esl.set_variable("dynroute_target", f"1001{bad}XML default")
     with pytest.raises(ValueError, match="execute-app-name"):
         esl.sendmsg_execute(f"set{bad}", "a=1")
+    with pytest.raises(ValueError, match="execute-app-arg"):
+        esl.multiset([("dynroute_target", f"1001{bad}XML default")])
 
 
 @pytest.mark.parametrize("name", ["", "a b", "a=b", "dynroute-target", "\u00e4", "a\n"])
@@ -445,7 +480,7 @@ def test_url_encode_reproduces_every_captured_value() -> None:
         for block in blocks:
             for line in block.split(b"\n"):
                 raw = line.split(b": ", 1)[1]
-                assert esl.url_encode(esl.decode_value(raw)).encode() == raw, line
+                assert esl.url_encode(esl.decode_value(raw.decode())).encode() == raw, line
                 checked += 1
     assert checked > 25000
 
@@ -502,7 +537,7 @@ if given is not None:
             return  # the two documented non-injective cases (C string; switch_url_encode's no-double-encode rule)
         encoded = esl.url_encode(text)
         assert encoded.isascii() and "\n" not in encoded and ": " not in encoded
-        assert esl.decode_value(encoded.encode()) == text
+        assert esl.decode_value(encoded) == text
         assert read([esl.encode_headers([("V", text)])])[0].headers["V"] == (text or "_undef_")
 
     @settings(max_examples=50, deadline=None)

@@ -176,7 +176,7 @@ SKIPPED = {
     "sync/S13b.repr": "recording ended while the call was held open",
     "sync/S17.repr": "the recorder closed without reading the replies",
 }
-REPLAYED = [n for n in captures.names("sync") if n not in SKIPPED and "_probe" not in n]
+REPLAYED = [n for n in captures.names("sync", "multiset") if n not in SKIPPED and "_probe" not in n]
 
 EXPECTED = {  # capture -> (ended, target), from the README table and the capture's own scenario note
     "S1": ("transferred", TARGET),
@@ -211,6 +211,8 @@ EXPECTED = {  # capture -> (ended, target), from the README table and the captur
     "S18d": ("stuck", None),
     "S19a": ("dropped", "5559999 XML default"),
     "S19b": ("dropped", ""),
+    "S20_multiset_close": ("transferred", TARGET),
+    "S20b_multiset_exit": ("transferred", TARGET),
 }
 
 
@@ -275,8 +277,9 @@ def replay_call(name: str, player: Player) -> CallOutcome:
     notice = next(m.headers for m in messages if m.content_type == "text/disconnect-notice") if not connect else {}
     data = connect["variable_current_application_data"] if connect else "127.0.0.1:8084"
     hosts, _, mode = data.partition(" ")
+    answered = hosts if "|" not in hosts else next(spec for spec in hosts.split("|") if spec.endswith(":8084"))
     hosts = "|".join(
-        player.hostport if spec.endswith(":8084") else f"127.0.0.1:{refused_port()}" for spec in hosts.split("|")
+        player.hostport if spec == answered else f"127.0.0.1:{refused_port()}" for spec in hosts.split("|")
     )
     plan = Dialplan(
         [("set", f"{name}={value}") for name, value in dialplan_variables(connect)]
@@ -386,6 +389,58 @@ def test_set_then_exit_routes_to_the_target() -> None:
     assert conn.messages[2].headers["Reply-Text"] == "+OK bye"
     assert conn.messages[3].body == esl.DISCONNECT_NOTICE_BODY and conn.eof
     assert outcome.silence < 1.0
+
+
+MULTISET = captures.sent("multiset/S20_multiset_close.repr")[1]  # the captured command, byte for byte
+
+
+def multiset_close(*commands: bytes) -> Callable[[Conn], None]:
+    """connect, then each command awaiting its reply, then close without exit (S20)."""
+    def script(conn: Conn) -> None:
+        conn.send(esl.connect_command())
+        conn.expect(1)
+        for n, command in enumerate(commands, 2):
+            conn.send(command)
+            conn.expect(n)
+
+    return script
+
+
+def test_multiset_then_close_without_exit_routes_with_every_variable_set() -> None:
+    with playing(multiset_close(MULTISET)) as player:
+        outcome = place_call(dialplan(player.hostport), "+15551111111", "5550100")
+        conn = player.conn()
+    assert (outcome.ended, outcome.target) == ("transferred", TARGET)
+    assert {k: outcome.variables[k] for k in ("dynroute_result", "dynroute_rule", "dynroute_key")} == {
+        "dynroute_result": "match", "dynroute_rule": "Customer Routing", "dynroute_key": "5551111111"}
+    assert [c.name for c in outcome.sent] == ["connect", "sendmsg"]
+    assert [m.headers.get("Reply-Text") for m in conn.messages[1:]] == ["+OK"] and not conn.eof
+
+
+def test_multiset_then_exit_says_bye_and_routes_the_same() -> None:
+    with playing(multiset_close(MULTISET, esl.exit_command())) as player:
+        outcome = place_call(dialplan(player.hostport), "+15551111111", "5550100")
+        conn = player.conn()
+    assert (outcome.ended, outcome.target) == ("transferred", TARGET)
+    assert [m.headers.get("Reply-Text") for m in conn.messages[1:3]] == ["+OK", "+OK bye"]
+    assert conn.messages[3].body == esl.DISCONNECT_NOTICE_BODY
+
+
+@pytest.mark.parametrize(("arg", "expected"), [
+    ("^^|a=1|b=2 3|c=x=y", {"a": "1", "b": "2 3", "c": "x=y"}),  # ^^X: X is the separator
+    ("^^;a=1;b=2|3", {"a": "1", "b": "2|3"}),
+    ("a=1 b=2   c=3", {"a": "1", "b": "2", "c": "3"}),  # no ^^: items split on spaces
+    ("^^|dynroute_target=|b=2", {"b": "2"}),  # an empty value unsets (the dialplan's default is gone)
+    ("^^|dynroute_target|b=2", {"b": "2"}),  # an item without = (nor ,) unsets too
+    ("^^|a,1|b=2,3", {"a": "1", "b": "2,3"}),  # without =, a comma separates name and value
+    ("^^|a=1 |b=' x|y '|c=\\|d", {"a": "1", "b": " x|y ", "c": "|d"}),  # trailing spaces, quotes, escapes
+    ("^^|a=1||b=2|", {"a": "1", "b": "2"}),  # empty items set nothing
+])
+def test_multiset_splits_and_sets_as_mod_dptools_does(arg: str, expected: dict[str, str]) -> None:
+    with playing(multiset_close(esl.sendmsg_execute("multiset", arg))) as player:
+        outcome = place_call(dialplan(player.hostport), "+1555", "5550100")
+    got = {k: v for k, v in outcome.variables.items() if k in expected or k == "dynroute_target"}
+    assert got == (expected if "dynroute_target" in arg else {**expected, "dynroute_target": DEFAULT})
 
 
 def test_exit_at_once_falls_back_to_the_default() -> None:

@@ -82,7 +82,8 @@ def lines(outcome: CallOutcome) -> list[str]:
 
 def serve_one_call(fs: RawSwitch, uuid: str, before_reply: Callable[[esl.Command], list[bytes]] = lambda c: []
                    ) -> list[str]:
-    """Play FreeSWITCH for a whole SYNC session on ``fs``; returns every ``execute-app-arg`` the server set.
+    """Play FreeSWITCH for a whole SYNC session on ``fs`` (until ``exit`` or the server's close); returns every
+    ``execute-app-arg`` the server set.
 
     ``before_reply(command)`` gives chunks to send (each in its own segment) before that command's ``+OK``.
     """
@@ -93,13 +94,13 @@ def serve_one_call(fs: RawSwitch, uuid: str, before_reply: Callable[[esl.Command
         assert command.name == "sendmsg", command
         args.append(command.headers["execute-app-arg"])
         fs.send(*before_reply(command), esl.command_reply("+OK"), pause=0.002)
-    assert command is not None, f"the server closed without exit after {args}"
-    fs.send(esl.command_reply("+OK bye") + esl.disconnect_notice(uuid))
+    if command is not None:  # exit: FreeSWITCH says goodbye (our server closes without it, as in S20)
+        fs.send(esl.command_reply("+OK bye") + esl.disconnect_notice(uuid))
     return args
 
 
-ROUTED_ACME = ["dynroute_target=1001 XML default", "dynroute_result=match", "dynroute_rule=Customer Routing",
-               "dynroute_key=5551111111"]
+ROUTED_ACME = ["^^|dynroute_target=1001 XML default|dynroute_result=match|dynroute_rule=Customer Routing"
+               "|dynroute_key=5551111111"]
 
 
 @pytest.fixture
@@ -220,7 +221,7 @@ def test_d_reset_while_awaiting_the_sendmsg_reply_ends_the_session_at_once(
     assert fs.command().line == "connect"
     fs.send(connect_reply("+15551111111", SOURCE, uuid=UUID))
     command = fs.command()
-    assert (command.name, command.headers["execute-app-arg"]) == ("sendmsg", "dynroute_target=1001 XML default")
+    assert (command.name, command.headers["execute-app-arg"]) == ("sendmsg", ROUTED_ACME[0])
     assert len(server.server.sessions) == 1  # it is waiting for the reply
     fs.reset()
     assert drained_after(server) < AT_ONCE
@@ -274,8 +275,8 @@ def test_e_a_router_that_raises_closes_the_socket_and_the_server_keeps_serving(
 
 def test_f_the_server_closes_its_side_as_soon_as_the_call_is_decided(server: Service) -> None:
     """(f) greenswitch keeps each session open ~1 s after the call; ours closes its side immediately: no session
-    is left a few ms after the call, a call with no rule ends on our EOF at once, and after ``exit`` the server
-    closes without waiting for FreeSWITCH to."""
+    is left a few ms after the call, a call with no rule ends on our EOF at once, and after the ``+OK`` to its
+    one ``multiset`` the server closes without waiting for FreeSWITCH to."""
     routed = dial(server, "+15551111111")
     assert (routed.ended, routed.target) == ("transferred", ACME) and routed.silence < AT_ONCE
     assert drained_after(server) < AT_ONCE
@@ -285,7 +286,7 @@ def test_f_the_server_closes_its_side_as_soon_as_the_call_is_decided(server: Ser
     assert no_rule.silence < AT_ONCE
     assert drained_after(server) < AT_ONCE
 
-    with RawSwitch(server.address) as fs:  # FreeSWITCH's side stays open after its +OK bye
+    with RawSwitch(server.address) as fs:  # FreeSWITCH's side stays open after its +OK
         assert serve_one_call(fs, UUID) == ROUTED_ACME
         assert fs.eof_after(1.0) < AT_ONCE
     assert drained_after(server) < AT_ONCE

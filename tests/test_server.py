@@ -48,7 +48,10 @@ def test_call_ends_at(server: Service, caller: str | None, target: str) -> None:
     assert (outcome.ended, outcome.target) == ("transferred", target)
     assert outcome.variables["dynroute_result"] == ("match" if target != NO_MATCH else "nomatch")
     assert outcome.variables["dynroute_rule"] == "Customer Routing"
-    assert [c.line for c in outcome.sent][0] == "connect" and outcome.sent[-1].line == "exit"
+    assert [c.line for c in outcome.sent] == ["connect", "sendmsg"]  # two round trips: no exit (issue 11)
+    multiset = outcome.sent[1].headers
+    assert multiset["execute-app-name"] == "multiset"
+    assert multiset["execute-app-arg"].startswith(f"^^|dynroute_target={target}|dynroute_result=")
 
 
 def test_match_sets_cdr_variables(server: Service) -> None:

@@ -16,7 +16,12 @@ What is modelled, each from a capture (``fs_dynroute/fakeswitch/recordings``) or
   (an unset variable gives an empty reply, which FreeSWITCH turns into ``-ERR command not found``), and
   ``-ERR command not found`` for ``linger``/``nolinger``/``event``/``api`` unless the socket is ``full``.
   As in mod_event_socket, the reply to the very first command is never sent (``connect`` answers by itself).
-* Fates: SYNC ``exit`` or a close lets the dialplan continue; SYNC ``resume`` (or ``socket_resume=true`` already
+* Applications run by ``sendmsg execute`` (and by the dialplan): ``set``/``export`` as mod_dptools' ``base_set``
+  (``name=value``, else ``name,value``; no value unsets), ``unset``, ``transfer``, ``hangup``, and ``multiset``
+  (``^^X`` makes X the separator, else items split on spaces; quotes, escapes and trailing spaces as
+  ``switch_separate_string`` treats them; each item through ``base_set``), checked against multiset/S20.
+* Fates: SYNC ``exit`` or a close lets the dialplan continue (a close right after a ``multiset``'s ``+OK`` is how
+  fs_dynroute ends every call, S20); SYNC ``resume`` (or ``socket_resume=true`` already
   on the channel) leaves the call stuck; a sendmsg ``transfer`` sends the call there; ASYNC without ``resume``
   is stuck. No first command within ``first_command_timeout``: disconnect notice, close, dialplan continues.
   Nothing decisive ``stuck_after`` seconds after the first command: the caller gives up in silence (``stuck``).
@@ -159,6 +164,73 @@ def _captures(data: str, groups: tuple[str, ...]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# multiset: mod_dptools' multiset_function and switch_utils' switch_separate_string
+
+_MULTISET_MAX_ITEMS = 256  # char *array[256] in multiset_function
+_UNESCAPED = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
+
+
+def multiset_items(data: str) -> list[str]:
+    """The items ``multiset`` hands to ``base_set``: ``^^X`` makes X the separator, else items split on spaces.
+
+    As ``switch_separate_string``: a backslash escapes the next character, text between single quotes keeps
+    its separators, and each item loses its leading and trailing spaces, its quotes and its escapes; an item
+    past the 256th stays part of the last one.
+    """
+    delim = " "
+    if data.startswith("^^"):
+        delim, data = data[2:3], data[3:]
+    if not delim:
+        return []
+    items: list[str] = []
+    start, quoted, i = 0, False, 0
+    while i < len(data):
+        char = data[i]
+        if char == "\\":
+            i += 1
+        elif char == "'" and (quoted or "'" in data[i + 1 :]):
+            quoted = not quoted
+        elif char == delim and not quoted and len(items) < _MULTISET_MAX_ITEMS - 1:
+            items.append(data[start:i])
+            start = i + 1
+            if delim == " ":
+                while start < len(data) and data[start] == " ":  # blank-delimited: a run of spaces is one
+                    start += 1
+                i = start - 1
+        i += 1
+    if start < len(data):
+        items.append(data[start:])
+    return [_cleanup_item(item, delim) for item in items]
+
+
+def _cleanup_item(item: str, delim: str) -> str:
+    """``cleanup_separated_string``: strip leading/trailing spaces and quotes, resolve escapes."""
+    out: list[str] = []
+    end = 0
+    quoted = False
+    text = item.lstrip(" ")
+    i = 0
+    while i < len(text):
+        char = text[i]
+        nxt = text[i + 1 : i + 2]
+        if char == "\\" and nxt and (nxt in ("'", '"', "\\", delim) or nxt in _UNESCAPED):
+            out.append(_UNESCAPED.get(nxt, nxt))
+            end = len(out)
+            i += 2
+            continue
+        if char == "'" and (quoted or "'" in text[i + 1 :]):
+            quoted = not quoted
+            if quoted:
+                end = len(out)
+        else:
+            out.append(char)
+            if char != " " or quoted:
+                end = len(out)
+        i += 1
+    return "".join(out[:end])
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Outcome
 
 
@@ -249,11 +321,20 @@ class _Call:
         self.set("current_application_data", data)
         self.set("current_application", app)
         if app in ("set", "export"):
-            name, _, value = data.partition("=")
-            self.set(name, value)
+            self.base_set(data)
+        elif app == "multiset":
+            for item in multiset_items(data):
+                self.base_set(item)
         elif app == "unset":
             self.set(data, "")
         return data
+
+    def base_set(self, data: str) -> None:
+        """mod_dptools' ``base_set``: ``name=value``, else ``name,value``; no value (or no separator) unsets."""
+        if not data:
+            return  # FreeSWITCH logs "No variable name specified." and sets nothing
+        name, _, value = data.partition("=" if "=" in data else ",")
+        self.set(name, value)
 
     # -- the dialplan --
 
