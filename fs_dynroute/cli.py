@@ -16,6 +16,7 @@ import peewee as pw
 from fs_dynroute import __version__, admin, csvio, demo
 from fs_dynroute.database import DatabaseURLError, open_database
 from fs_dynroute.destinations import DestinationError
+from fs_dynroute.dialplan import MODES
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.routing import route_call
 from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
@@ -226,7 +227,7 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
                 rules.append(store.rule_for(name=row.name))
             except DestinationError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
                 print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
-    sys.stdout.write(render(rules, servers, args.context))
+    sys.stdout.write(render(rules, servers, args.context, args.mode))
     return 0
 
 
@@ -337,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default="127.0.0.1:8084", help="fs-dynroute server(s), host:port[,host:port...]; "
                    "FreeSWITCH tries them in order (default 127.0.0.1:8084)")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
+    p.add_argument("--mode", choices=MODES, default="socket", help="socket: FreeSWITCH connects "
+                   "to 'fs-dynroute serve' (default); python: mod_python3 routes inside FreeSWITCH (--server unused)")
     p.set_defaults(func=cmd_dialplan)
     return parser
 

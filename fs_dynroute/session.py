@@ -109,10 +109,10 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
             if rule is None or decision is None:
                 outcome = "norule"
             else:
-                talk.command(set_variable("dynroute_target", decision.destination))
+                target, *details = call_variables(rule, decision)
+                talk.command(set_variable(*target))
                 outcome = "sent"
-                for name, value in (("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
-                                    ("dynroute_key", decision.key or "")):
+                for name, value in details:
                     talk.command(set_variable(name, value))
                 talk.command(exit_command())
                 outcome = "done"
@@ -129,6 +129,12 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
         sock.close()
     _log_call(channel, rule, decision, outcome, started)
     return outcome
+
+
+def call_variables(rule: RuleView, decision: Decision) -> list[tuple[str, str]]:
+    """The channel variables a decision sets, in the order they are set: the target first, as it matters most."""
+    return [("dynroute_target", decision.destination), ("dynroute_result", decision.result.value),
+            ("dynroute_rule", rule.name), ("dynroute_key", decision.key or "")]
 
 
 def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str,
