@@ -33,7 +33,7 @@ from fs_dynroute import inprocess_config
 from fs_dynroute.database import open_database
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.index import IndexedStore
-from fs_dynroute.server import StoreRouter
+from fs_dynroute.server import SEND_RESERVE, StoreRouter
 from fs_dynroute.session import Channel, _log_call, _printable, call_variables
 from fs_dynroute.store import DeadlineExceeded, SQLStore
 
@@ -166,6 +166,8 @@ class InProcessRouter:
         started = time.monotonic()
         deadline = started + self.config.decision_timeout
         channel = channel_of(session, args)
+        if not self.index.loaded.is_set():  # the first calls: the routes may load within this call's deadline
+            self.index.loaded.wait(max(0.0, deadline - SEND_RESERVE - time.monotonic()))
         rule, decision = self.router(channel, deadline)
         if rule is None or decision is None:
             outcome = "norule"

@@ -158,6 +158,14 @@ def test_delete_after_use_first_call_gets_the_record_second_gets_no_match(switch
     assert [a.result for a in Audit.select()] == ["consumed"]
 
 
+def test_the_first_call_waits_for_the_routes_within_its_deadline(freeswitch: FreeswitchModule, db: pw.Database,
+                                                                 db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo.load()
+    monkeypatch.setenv("DYNROUTE_DB", db_url)
+    outcome = call("+15551111111")  # builds the router: the routes start loading now
+    assert (outcome.target, outcome.seconds < 1.0) == ("1001 XML default", True)
+
+
 def test_one_router_for_every_call(switch: FreeswitchModule) -> None:
     for _ in range(5):
         call("+15551111111")
