@@ -243,11 +243,17 @@ def _load_many(db: pw.Database) -> dict[str, str]:
     return expected | {"5551111111": "1001 XML default", "5552222222": "1002 XML default"}
 
 
+def loaded(switch: FreeswitchModule) -> None:
+    """Wait until the index holds what _load_many wrote (a dry read of its memory: nothing is consumed)."""
+    index = inprocess.shared(switch.consoleLog).index.store
+    last = {"Customer Routing": str(5_556_000_000 + ROUTES - 1), "Callbacks": str(5_557_000_000 + CALLBACKS - 1)}
+    eventually(lambda: all((rule := index.rule_for(name=name)) is not None and index.lookup(rule, key) is not None
+                           for name, key in last.items()), timeout=10)
+
+
 def test_eight_threads_no_wrong_answer_no_record_consumed_twice(switch: FreeswitchModule, db: pw.Database) -> None:
     expected = _load_many(db)
-    index = inprocess.shared(switch.consoleLog).index.store
-    eventually(lambda: index.rule_for(name="Callbacks") is not None
-               and index.lookup(index.rule_for(name="Customer Routing"), "5556000999") is not None, timeout=10)
+    loaded(switch)
     plans = {dest: python_dialplan(dest) for dest in ("5550100", "5550200")}
     wrong: list[str] = []
     matched: collections.Counter[str] = collections.Counter()  # callback key -> calls sent to its record
@@ -289,6 +295,22 @@ def test_eight_threads_no_wrong_answer_no_record_consumed_twice(switch: Freeswit
     assert Route.select().join(Rule).where(Rule.name == "Callbacks").count() == CALLBACKS - len(matched)
     # Every ordinary match is counted: the call threads queue it, the index thread writes it.
     eventually(lambda: Audit.select().where(Audit.result == "match").count() == ordinary[0], timeout=10)
+
+
+def test_a_thread_per_call_as_freeswitch_has_loses_no_database_connection(switch: FreeswitchModule,
+                                                                          db: pw.Database) -> None:
+    """A thread's Python state (and a per-thread database connection in it) dies with the call's thread:
+    more Delete After Use calls than the pool has connections must all still reach their records."""
+    _load_many(db)
+    loaded(switch)
+    plan = python_dialplan("5550200")
+    targets: list[str | None] = []
+    for i in range(inprocess.MAX_CONNECTIONS + 20):
+        thread = threading.Thread(target=lambda: targets.append(
+            place_python_call(plan, f"+1{5_557_000_000 + i}", "5550200").target))
+        thread.start()
+        thread.join(5)
+    assert targets == [f"{2000 + i} XML default" for i in range(inprocess.MAX_CONNECTIONS + 20)]
 
 
 # -- the database going away (servers only: an SQLite file has no server to go down) ----------------------
