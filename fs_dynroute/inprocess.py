@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ConsoleLog = Callable[[str, str], None]  # freeswitch.consoleLog(level, text)
 
 CONSUME_THREADS = 4
-# The index's worker threads, the consume threads and room for the CLI-like odd job in one pool.
+# One pool for the index's worker threads (8 by default) and the consume threads, with room to spare.
 MAX_CONNECTIONS = 32
 # How often the index thread takes the call threads' statistics into its batch.
 DRAIN_INTERVAL = 0.05
