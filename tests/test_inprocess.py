@@ -21,13 +21,15 @@ import pytest
 
 from fs_dynroute import admin, demo, inprocess, inprocess_config
 from fs_dynroute.dialplan import render
-from fs_dynroute.fakeswitch.modpython import FreeswitchModule, PythonCallOutcome, install, place_python_call
+from fs_dynroute.fakeswitch.modpython import (FreeswitchModule, PythonCallOutcome, Session, install,
+                                              place_python_call, run_python_app)
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from fs_dynroute.models import Audit, Route, Rule
 from fs_dynroute.store import SQLStore
 from tests.backends import BACKENDS
 from tests.serving import running_server
 from tests.test_cli import SCRIPT
+from tests.test_outage import Switch
 from tests.test_server import CALLS, NO_MATCH, write_locked
 
 OTHER_DEFAULT = "9999 XML default"  # a dialplan default that is not the rule's No Match Destination
@@ -122,8 +124,6 @@ def test_match_sets_the_target_first_and_counts_the_use(switch: FreeswitchModule
 
 
 def test_the_target_is_set_before_the_other_variables(switch: FreeswitchModule) -> None:
-    from fs_dynroute.fakeswitch.modpython import Session, run_python_app
-
     session = Session("+15552222222", "5550100")
     run_python_app("fs_dynroute.fsapp", session)
     assert [name for name, _ in session.set_calls] == list(DYNROUTE_VARIABLES)
@@ -206,8 +206,6 @@ def test_bad_configuration_leaves_the_default_and_logs_one_line(freeswitch: Free
 
 
 def test_a_broken_session_never_escapes_to_freeswitch(switch: FreeswitchModule) -> None:
-    from fs_dynroute.fakeswitch.modpython import Session, run_python_app
-
     class Hangup(Session):
         def getVariable(self, name: str) -> str | None:  # noqa: N802
             if name == "caller_id_number":
@@ -318,8 +316,6 @@ def test_a_thread_per_call_as_freeswitch_has_loses_no_database_connection(switch
 @pytest.mark.parametrize("db_url", [b for b in BACKENDS if b != "sqlite"], indirect=True)
 def test_database_down_the_default_stands_within_the_deadline(freeswitch: FreeswitchModule, db: pw.Database,
                                                               db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_outage import Switch
-
     demo.load()
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))  # every match needs the database
     outage = Switch(db_url)
