@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from fs_dynroute.fakeswitch import captures
     from fs_dynroute.index import IndexedStore
     from fs_dynroute.server import StoreRouter
-    from fs_dynroute.session import Channel, _log_call
+    from fs_dynroute.session import Channel, log_call
     from fs_dynroute.store import SQLStore
 
     work = Path(tempfile.mkdtemp(prefix="per-call-"))
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "build the multiset": lambda: esl.multiset(variables),
         "read the +OK": lambda: read(ok).headers.get("Reply-Text", "").startswith("+OK"),
         "deadline (gevent.Timeout)": deadline_timer,
-        "log line (logging, file handler)": lambda: _log_call(channel, rule, decision, "done", "x", started),
+        "log line (logging, file handler)": lambda: log_call(channel, rule, decision, "done", "x", started),
     }
     result = {name: round(cpu_us(fn), 2) for name, fn in steps.items()}
     result["total"] = round(sum(result.values()), 2)

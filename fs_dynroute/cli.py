@@ -16,6 +16,7 @@ from fs_dynroute import __version__, admin, csvio, demo
 from fs_dynroute.config import BY_NAME, SETTINGS, ConfigError, ServeConfig, check_context, resolve
 from fs_dynroute.database import DatabaseURLError, open_database, write_transaction
 from fs_dynroute.destinations import DestinationError
+from fs_dynroute.dialplan import MODES
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.routing import route_call
 from fs_dynroute.schema import initdb, schema_sql
@@ -247,7 +248,7 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
                 rules.append(store.rule_for(name=row.name))
             except admin.UserError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
                 print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
-    sys.stdout.write(render(rules, servers, args.context))
+    sys.stdout.write(render(rules, servers, args.context, args.mode))
     return 0
 
 
@@ -383,6 +384,8 @@ def add_serve_commands(commands: Commands) -> None:
     p.add_argument("--server", default=listen, help="fs-dynroute server(s), host:port[,host:port...]; "
                    f"FreeSWITCH tries them in order (default {listen})")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
+    p.add_argument("--mode", choices=MODES, default="socket", help="socket: FreeSWITCH connects "
+                   "to 'fs-dynroute serve' (default); python: mod_python3 routes inside FreeSWITCH (--server unused)")
 
 
 # Each builder adds one group of commands; a new command is a builder function added here.

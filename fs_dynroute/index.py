@@ -319,9 +319,10 @@ class IndexedStore:
     def _install_rules(self, rules: dict[int, RuleView], names: dict[str, str]) -> None:
         self.names, self._targets, self.rules = names, {}, rules
         self.by_name = {r.name: r for r in rules.values()}
-        self.by_source = {}
+        by_source = {}
         for rule in sorted(rules.values(), key=lambda r: (r.enabled, -r.id)):
-            self.by_source[rule.source] = rule  # an enabled rule wins over a disabled one
+            by_source[rule.source] = rule  # an enabled rule wins over a disabled one
+        self.by_source = by_source  # in one step: the in-process mode reads it from other threads
 
     def _load_rules(self) -> None:
         snapshot = self._run(self.poller, self.feed.snapshot)
@@ -373,9 +374,11 @@ class IndexedStore:
             found = _entries(rule_id, self._run(self.poller, self.feed.routes, rule_id, sorted(changed)),
                              self.sql.unreadable)
             table = self.routes.setdefault(rule_id, {})
-            for key in changed:
-                table.pop(key, None)
-            table.update(found)
+            for key in changed:  # replaced in place, never missing meanwhile (other threads read in-process)
+                if key in found:
+                    table[key] = found[key]
+                else:
+                    table.pop(key, None)
 
     def _low_water(self) -> int:
         """The cursor as it was ``settle`` seconds ago: changes above it are read again on every poll.

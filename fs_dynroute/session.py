@@ -121,9 +121,7 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
             if rule is None or decision is None:
                 outcome = "norule"
             else:
-                command = multiset((("dynroute_target", decision.destination),
-                                    ("dynroute_result", decision.result.value), ("dynroute_rule", rule.name),
-                                    ("dynroute_key", decision.key or "")))
+                command = multiset(call_variables(rule, decision))
                 sent = True
                 talk.command(command)
                 outcome = "done"
@@ -144,20 +142,26 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
         outcome += " after sending"
     reached = decision.destination if decision and outcome == "done" else \
         "(unconfirmed)" if sent else "(dialplan default)"
-    _log_call(channel, rule, decision, outcome, reached, started)
+    log_call(channel, rule, decision, outcome, reached, started)
     return outcome
 
 
-def _log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str, reached: str,
-              started: float) -> None:
+def call_variables(rule: RuleView, decision: Decision) -> list[tuple[str, str]]:
+    """The channel variables a decision sets, in the order they are set: the target first, as it matters most."""
+    return [("dynroute_target", decision.destination), ("dynroute_result", decision.result.value),
+            ("dynroute_rule", rule.name), ("dynroute_key", decision.key or "")]
+
+
+def log_call(channel: Channel | None, rule: RuleView | None, decision: Decision | None, outcome: str, reached: str,
+             started: float) -> None:
     """The one log line per call: who, which rule, the key, the result, where it went, how long."""
     ms = (time.monotonic() - started) * 1000
     log.info("call uuid=%s caller=%s rule=%s key=%s result=%s dest=%s outcome=%s ms=%.2f",
-             _printable(channel.uuid) if channel else "-", _printable(channel.caller_id) if channel else "-",
+             printable(channel.uuid) if channel else "-", printable(channel.caller_id) if channel else "-",
              rule.name if rule else "-", decision.key if decision and decision.key else "-",
              decision.result.value if decision else "-", reached, outcome, ms)
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Caller-supplied text with control characters escaped: a ``%0A`` in a caller ID must not forge log lines."""
     return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
