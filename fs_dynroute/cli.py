@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "FreeSWITCH tries them in order (default 127.0.0.1:8084)")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
     p.set_defaults(func=cmd_dialplan)
+    from fs_dynroute.track_cli import install as install_track  # issue 13: track, rule --track
+    install_track(parser)
     return parser
 
 

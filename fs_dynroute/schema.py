@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
-from fs_dynroute.models import MODELS, SchemaVersion
+from fs_dynroute.models import MODELS, SchemaVersion, Track
 from fs_dynroute.triggers import TRIGGERS
 
 Migration = Callable[[pw.Database, SchemaMigrator], None]
@@ -35,8 +35,15 @@ def install_triggers(db: pw.Database, migrator: SchemaMigrator | None = None) ->
         db.execute_sql(statement)
 
 
+def create_track_table(db: pw.Database, migrator: SchemaMigrator | None = None) -> None:
+    """Version 3: the tracker's per-rule settings, ``dynroute_track`` (issue 13). create_tables has made it
+    already; this step names the version that brought it."""
+    db.create_tables([Track], safe=True)
+
+
 # version -> the step that brings a database from version-1 up to it. Missing tables are created first.
 MIGRATIONS: dict[int, Migration] = {2: install_triggers}
+MIGRATIONS[3] = create_track_table
 CURRENT_VERSION = max(MIGRATIONS, default=1)
 
 

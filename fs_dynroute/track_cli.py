@@ -1,0 +1,204 @@
+"""The command line of the tracker: ``fs-dynroute track``, ``track status``, and ``rule add/edit --track ...``.
+
+Kept apart from :mod:`fs_dynroute.cli`, which calls :func:`install` on its parser; the tracker's options are
+added to the ``rule add`` and ``rule edit`` sub-commands there, and their settings are written after the rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gevent
+import gevent.event
+
+from fs_dynroute import admin
+from fs_dynroute.tracker import DEFAULT_CAUSES, DEFAULT_TTL, MODES
+
+STALE_STATUS = 10.0  # a status file older than this: the tracker is not running
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def install(parser: argparse.ArgumentParser) -> None:
+    """Add ``track`` and the rule options to the ``fs-dynroute`` parser."""
+    from fs_dynroute.cli import _listen
+
+    commands = _subparsers(parser)
+    rules = _subparsers(commands.choices["rule"]).choices
+    for action in ("add", "edit"):
+        p = rules[action]
+        p.add_argument("--track", choices=MODES, help="feed this rule from call outcomes on the event socket: "
+                       "'missed' writes pending returns, 'last-agent' the agent each customer spoke to last")
+        p.add_argument("--agents", metavar="REGEX", help="which numbers are agents, e.g. '^1\\d{3}$' "
+                       "(required with --track)")
+        p.add_argument("--track-ttl", metavar="DURATION", help="tracked routes expire after this long "
+                       f"(default {DEFAULT_TTL['missed']} for missed, {DEFAULT_TTL['last-agent']} for last-agent; "
+                       "'' = never)")
+        p.add_argument("--track-causes", metavar="CAUSES", help="hangup causes of a missed call "
+                       f"(default {','.join(DEFAULT_CAUSES)})")
+        if action == "edit":
+            p.add_argument("--no-track", action="store_true", help="stop feeding the rule (its routes stay)")
+        p.set_defaults(func=_with_track(p.get_default("func")))
+    rules["show"].set_defaults(func=_show_with_track(rules["show"].get_default("func")))
+
+    p = commands.add_parser("track", help="feed tracked rules from FreeSWITCH's "
+                            "event socket (missed calls, last agent); 'track status' shows what it does")
+    p.add_argument("action", nargs="?", choices=("status",), help="show the running tracker's status")
+    p.add_argument("--db", help="database URL (default: $DYNROUTE_DB, else the per-user SQLite file)")
+    p.add_argument("--esl", type=_listen, default="127.0.0.1:8021", help="FreeSWITCH event socket host:port "
+                   "(default 127.0.0.1:8021)")
+    p.add_argument("--password-file", help="file whose first line is the event socket password "
+                   "(default: $DYNROUTE_ESL_PASSWORD; never on the command line)")
+    p.add_argument("--format", choices=("plain", "json"), default="plain", help="event format (default plain)")
+    p.add_argument("--heartbeat-timeout", type=float, default=50.0, help="seconds without a byte, not even "
+                   "FreeSWITCH's 20 s HEARTBEAT, after which the connection is dead (default 50)")
+    p.add_argument("--status-file", type=Path, help="where the tracker writes its status "
+                   "(default $XDG_STATE_HOME/fs-dynroute/track-status.json)")
+    p.add_argument("--json", action="store_true", help="track status: print JSON")
+    p.set_defaults(func=cmd_track)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rule add/edit/show
+
+
+def _options(args: argparse.Namespace):  # -> TrackOptions
+    from fs_dynroute.track_store import TrackOptions
+
+    return TrackOptions(args.track, args.agents, args.track_ttl, args.track_causes)
+
+
+def _with_track(rule_command: Command) -> Command:
+    """``rule add/edit``, then the track settings; the settings are checked before the rule is written."""
+    def run(args: argparse.Namespace) -> int:
+        from fs_dynroute.cli import opened
+        from fs_dynroute.track_store import check_options, clear_track, is_tracked, set_track
+
+        options, stop = _options(args), getattr(args, "no_track", False)
+        if stop and options.given():
+            raise admin.UserError("no-track: cannot be combined with --track, --agents, --track-ttl, --track-causes")
+        if options.given():
+            check_options(options, new=args.action == "add")
+            if args.action == "edit" and options.mode is None:
+                with opened(args, write=False):
+                    if not is_tracked(admin.get_rule(args.name)):
+                        raise admin.UserError("track: the rule is not tracked; give --track missed|last-agent")
+        code = rule_command(args)
+        if options.given() or stop:
+            with opened(args):
+                if stop:
+                    print(f"rule {args.name!r} no longer tracked" if clear_track(args.name)
+                          else f"rule {args.name!r} was not tracked")
+                else:
+                    track = set_track(args.name, options)
+                    print(f"rule {args.name!r} tracks {track.mode} calls of agents {track.agents!r} "
+                          f"(routes expire after {track.ttl or 'never'})")
+        return code
+    return run
+
+
+def _show_with_track(show: Command) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        from fs_dynroute.cli import opened
+        from fs_dynroute.track_store import track_settings
+
+        code = show(args)
+        if not args.json:
+            with opened(args, write=False):
+                settings = track_settings(admin.get_rule(args.name))
+            print("track: " + (" ".join(f"{k}={v}" for k, v in settings.items()) if settings else "no"))
+        return code
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# track, track status
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from fs_dynroute.track import status_path
+
+    status_file = args.status_file or status_path()
+    if args.action == "status":
+        return show_status(status_file, args.json)
+    return run_tracker(args, status_file)
+
+
+def run_tracker(args: argparse.Namespace, status_file: Path) -> int:
+    """Until SIGTERM/SIGINT; a refused password is a one-line error (exit 2), never retried."""
+    from fs_dynroute.cli import check_schema
+    from fs_dynroute.database import open_database
+    from fs_dynroute.models import database
+    from fs_dynroute.track import AuthError, Tracker, read_password
+
+    try:
+        password = read_password(args.password_file)
+    except ValueError as exc:
+        raise admin.UserError(f"password: {exc}") from None
+    db = open_database(args.db)
+    database.initialize(db)
+    check_schema(db)
+    tracker = Tracker(db, args.esl, password, fmt=args.format, heartbeat_timeout=args.heartbeat_timeout,
+                      status_file=status_file).start()
+    stopping = gevent.event.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, stopping.set)
+    waiter = gevent.spawn(tracker.wait)
+    waiter.link(lambda _: stopping.set())
+    stopping.wait()
+    tracker.stop()
+    try:
+        waiter.get(block=False)
+    except AuthError as exc:
+        raise admin.UserError(str(exc)) from None
+    except gevent.Timeout:
+        pass
+    return 0
+
+
+def show_status(path: Path, as_json: bool) -> int:
+    """Print what the tracker last wrote; exit 1 when there is none or it is stale (the tracker is not running)."""
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        print(f"tracker: no status at {path} (not started?)")
+        return 1
+    age = time.time() - float(status["updated"])
+    running = age < STALE_STATUS
+    if as_json:
+        print(json.dumps({**status, "running": running}, indent=2))
+        return 0 if running else 1
+    for line in _status_lines(status, running, age):
+        print(line)
+    return 0 if running else 1
+
+
+def _clock(stamp: float | None) -> str:
+    return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else "never"
+
+
+def _status_lines(s: dict, running: bool, age: float) -> list[str]:
+    state = (f"connected to {s['esl']} since {_clock(s['connected_since'])}" if s["connected"]
+             else f"NOT connected to {s['esl']}: {s['last_error'] or 'connecting'}")
+    skipped = s["skipped"]
+    return [
+        f"tracker: {'running' if running else f'NOT running (last status {age:.0f} s ago)'} (pid {s['pid']}), "
+        f"{state}",
+        f"events: {s['events']} hangups seen ({s['duplicates']} duplicates), {s['heartbeats']} heartbeats, "
+        f"last at {_clock(s['last_event'])}; {s['reconnects']} reconnects",
+        f"routes: {s['written']} written, {s['cleared']} cleared",
+        f"skipped: {sum(skipped.values())}" + (" (" + ", ".join(f"{k}: {v}" for k, v in skipped.items()) + ")"
+                                               if skipped else ""),
+        f"queue: {s['queued']} waiting, {s['dropped']} dropped; database "
+        + (f"DOWN since {_clock(s['database_down_since'])}" if s["database_down_since"] else "up"),
+    ]

@@ -1,0 +1,274 @@
+"""Callbacks that keep themselves: the tracker against the fake event socket replaying the captured hangups.
+
+The decisions (pure) are checked on every captured leg; then the tracker runs for real: a TCP connection to the
+fake inbound switch, a real database, and for the whole loop the real outbound server and the outbound fake.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import gevent
+import peewee as pw
+import pytest
+
+from fs_dynroute import admin
+from fs_dynroute.fakeswitch.inbound import (SCENARIOS, InboundSwitch, bridged_leg, captured_hangups, variant)
+from fs_dynroute.fakeswitch.switch import place_call
+from fs_dynroute.models import Audit, Route, database
+from fs_dynroute.schema import initdb
+from fs_dynroute.database import open_database
+from fs_dynroute.track import AuthError, Tracker
+from fs_dynroute.track_store import TrackOptions, set_track
+from fs_dynroute.tracker import Clear, Skip, TrackSpec, Write, decide, hangup_of
+from tests.serving import dialplan_for, refresh, running_server
+
+AGENTS = re.compile(r"^1\d{3}$")
+MISSED = TrackSpec("Callbacks", "missed", AGENTS, "72h", frozenset({"NO_ANSWER", "USER_BUSY", "ORIGINATOR_CANCEL"}))
+LAST = TrackSpec("Last agent", "last-agent", AGENTS, "30d", frozenset())
+NO_MATCH = "5000 XML default"
+
+
+def b_leg(scenario: str, fmt: str = "plain"):
+    hangup = hangup_of(dict(bridged_leg(scenario, fmt).pairs[::-1]))  # reversed: the first of a repeat wins
+    assert hangup is not None
+    return hangup
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decisions, on every captured leg
+
+
+def test_only_the_bridged_leg_of_each_scenario_decides() -> None:
+    for scenario in SCENARIOS:
+        for event in captured_hangups()[scenario]:
+            hangup = hangup_of(dict(reversed(event.pairs)))
+            action = decide(hangup, MISSED)
+            if event == bridged_leg(scenario):
+                assert not isinstance(action, Skip), scenario
+            else:
+                assert action == Skip("not the bridged leg"), (scenario, event.get("Call-Direction"))
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_missed_mode_writes_pending_returns_and_clears_them_on_an_answered_call(fmt: str) -> None:
+    got = {s: decide(b_leg(s, fmt), MISSED) for s in SCENARIOS}
+    assert got["s1"] == Clear("Callbacks", "5551000001", "1101")  # the rep's call was answered
+    for scenario, customer in (("s2", "5551000002"), ("s3", "5551000003"), ("s4", "5551000004")):
+        write = got[scenario]
+        assert isinstance(write, Write) and (write.customer, write.agent, write.ttl) == (customer, "1101", "72h")
+        assert re.fullmatch(r"missed call 2026-12-02 \d\d:\d\d uuid=[0-9a-f-]{36}", write.notes)
+        assert write.notes.endswith(b_leg(scenario, fmt).uuid)
+    assert isinstance(got["s5"], Write) and (got["s5"].customer, got["s5"].agent) == ("+15551000005", "1101")
+    assert got["s6"] == Clear("Callbacks", "+15551000005", "1101")  # the customer reached the rep
+
+
+def test_last_agent_mode_writes_only_answered_calls() -> None:
+    got = {s: decide(b_leg(s), LAST) for s in SCENARIOS}
+    assert isinstance(got["s1"], Write) and got["s1"].customer == "5551000001"
+    assert got["s1"].notes.startswith("answered call 2026-12-02")
+    assert isinstance(got["s6"], Write) and (got["s6"].customer, got["s6"].agent) == ("+15551000005", "1101")
+    assert {got[s] for s in ("s2", "s3", "s4", "s5")} == {Skip("not answered")}
+
+
+def test_answered_is_the_answered_time_not_billsec_nor_answer_state() -> None:
+    s1 = bridged_leg("s1")
+    assert s1.get("Answer-State") == "hangup" == bridged_leg("s2").get("Answer-State")
+    quick = hangup_of(dict(reversed(variant(s1, {"variable_billsec": "variable_billsec"}).pairs)))
+    assert quick.answered and dict(s1.pairs)["variable_billsec"] in ("0", "1")
+
+
+def test_the_agent_pattern_and_the_causes_decide_who_and_what() -> None:
+    nobody = TrackSpec("Callbacks", "missed", re.compile(r"^2\d{3}$"), "72h", MISSED.causes)
+    everyone = TrackSpec("Callbacks", "missed", re.compile(r"\d"), "72h", MISSED.causes)
+    busy_only = TrackSpec("Callbacks", "missed", AGENTS, "72h", frozenset({"USER_BUSY"}))
+    assert decide(b_leg("s2"), nobody) == Skip("no agent")
+    assert decide(b_leg("s2"), everyone) == Skip("two agents")
+    assert decide(b_leg("s2"), busy_only) == Skip("cause NO_ANSWER")
+    assert isinstance(decide(b_leg("s3"), busy_only), Write)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tracker running against the fake event socket
+
+
+@pytest.fixture
+def switch() -> Iterator[InboundSwitch]:
+    fake = InboundSwitch(heartbeat_interval=0.2).start()
+    yield fake
+    fake.stop()
+
+
+def tracked_rules() -> None:
+    admin.add_destination("main-ivr", NO_MATCH)
+    admin.add_rule("Callbacks", admin.RuleSpec(source="5550310", digits_match=10, no_match_destination="main-ivr",
+                                               delete_after_use=True))
+    set_track("Callbacks", TrackOptions("missed", r"^1\d{3}$"))
+    admin.add_rule("Last agent", admin.RuleSpec(source="5550311", digits_match=10, no_match_destination="main-ivr"))
+    set_track("Last agent", TrackOptions("last-agent", r"^1\d{3}$"))
+
+
+@pytest.fixture
+def tracked(db: pw.Database) -> pw.Database:
+    tracked_rules()
+    return db
+
+
+def routes(rule: str) -> dict[str, tuple[str, str]]:
+    return {r.caller_key: (r.destination, r.notes) for r in Route.select().join(admin.Rule)
+            .where(admin.Rule.name == rule)}
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    with gevent.Timeout(timeout):
+        while not condition():
+            gevent.sleep(0.01)
+
+
+@contextmanager
+def tracking(switch: InboundSwitch, db: pw.Database, password: str = "ClueCon", **options) -> Iterator[Tracker]:
+    tracker = Tracker(db, switch.address, password, backoff=(0.05, 0.2), **options).start()
+    try:
+        yield tracker
+    finally:
+        tracker.stop()
+
+
+def subscribed(switch: InboundSwitch, tracker: Tracker) -> None:
+    wait_until(lambda: tracker.stats.connected and switch.subscribed())
+
+
+def settled(tracker: Tracker, events: int) -> None:
+    wait_until(lambda: tracker.stats.events + 0 >= events)
+    assert tracker.wait_idle(10)
+
+
+def scenario_b_leg_uuid(scenario: str, fmt: str = "plain") -> str:
+    return bridged_leg(scenario, fmt).get("Unique-ID")  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_each_scenario_writes_or_does_not_write_the_right_route(switch: InboundSwitch, tracked: pw.Database,
+                                                                fmt: str) -> None:
+    with tracking(switch, tracked, fmt=fmt) as tracker:
+        subscribed(switch, tracker)
+        assert switch.subscribed()[0].filters == [("Event-Name", "CHANNEL_HANGUP_COMPLETE"),
+                                                  ("Event-Name", "HEARTBEAT")]
+        expected_missed: dict[str, str] = {}
+        for number, scenario in enumerate(SCENARIOS, 1):
+            switch.deliver(captured_hangups(fmt)[scenario])
+            settled(tracker, 4 * number)
+            customer = {"s5": "5551000005", "s6": "5551000005"}.get(scenario, f"555100000{number}")
+            if scenario in ("s2", "s3", "s4", "s5"):
+                expected_missed[customer] = f"missed call 2026-12-02 ..:.. uuid={scenario_b_leg_uuid(scenario, fmt)}"
+            else:
+                expected_missed.pop(customer, None)  # s6: the customer reached the rep: the return happened
+            got = routes("Callbacks")
+            assert {k: v[0] for k, v in got.items()} == {k: "1101" for k in expected_missed}, scenario
+            assert all(re.fullmatch(expected_missed[k], v[1]) for k, v in got.items()), scenario
+        last = routes("Last agent")
+        assert {k: v[0] for k, v in last.items()} == {"5551000001": "1101", "5551000005": "1101"}
+        assert tracker.stats.written == 4 + 2 and tracker.stats.cleared == 1
+        assert tracker.stats.skipped["not the bridged leg"] == 2 * 18
+        results = [a.result for a in Audit.select().where(Audit.caller_key == "5551000005").order_by(Audit.id)]
+        assert results == ["tracked", "cleared", "tracked"]  # missed (Callbacks), cleared, last agent
+
+
+@pytest.mark.parametrize("chunking", ["each", "split"])
+def test_events_split_across_reads_or_glued_give_the_same_routes(switch: InboundSwitch, tracked: pw.Database,
+                                                                 chunking: str) -> None:
+    with tracking(switch, tracked) as tracker:
+        subscribed(switch, tracker)
+        switch.deliver([e for s in SCENARIOS for e in captured_hangups()[s]], chunking, split=333)
+        settled(tracker, 24)
+    assert set(routes("Callbacks")) == {"5551000002", "5551000003", "5551000004"}
+
+
+def test_the_json_capture_replayed_exactly_as_recorded(switch: InboundSwitch, tracked: pw.Database) -> None:
+    with tracking(switch, tracked, fmt="json") as tracker:
+        subscribed(switch, tracker)
+        assert switch.replay("inbound/i3_events_json.repr") == 1
+        settled(tracker, 24)
+    assert set(routes("Callbacks")) == {"5551000002", "5551000003", "5551000004"}
+    assert set(routes("Last agent")) == {"5551000001", "5551000005"}
+
+
+def test_reconnects_after_the_switch_drops_it_and_writes_a_repeated_event_once(
+        switch: InboundSwitch, tracked: pw.Database, caplog: pytest.LogCaptureFixture) -> None:
+    with tracking(switch, tracked) as tracker:
+        subscribed(switch, tracker)
+        switch.deliver(captured_hangups()["s2"])
+        settled(tracker, 4)
+        switch.stop()  # FreeSWITCH restarting: connections dropped, nothing listening for a while
+        wait_until(lambda: not tracker.stats.connected)
+        gevent.sleep(0.5)  # several refused attempts
+        switch.start()
+        wait_until(lambda: tracker.stats.connected and len(switch.subscribed()) == 1)
+        switch.deliver(captured_hangups()["s2"] + captured_hangups()["s3"])  # s2 again: a replay mid-call
+        settled(tracker, 12)
+        assert tracker.stats.duplicates == 4 and tracker.stats.written == 2 and tracker.stats.reconnects == 1
+    assert set(routes("Callbacks")) == {"5551000002", "5551000003"}
+    assert Audit.select().where(Audit.result == "tracked").count() == 2
+    said = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert len(said) == 1 and "ClueCon" not in caplog.text
+
+
+def test_a_silent_connection_is_dead_but_heartbeats_keep_a_quiet_one_alive(tracked: pw.Database) -> None:
+    beating, silent = InboundSwitch(heartbeat_interval=0.2).start(), InboundSwitch(heartbeat_interval=60).start()
+    try:
+        with tracking(beating, tracked, heartbeat_timeout=0.6) as alive, \
+                tracking(silent, tracked, heartbeat_timeout=0.6) as dead:
+            wait_until(lambda: dead.stats.reconnects >= 1 and alive.stats.heartbeats >= 5)
+            assert "not even a HEARTBEAT" in dead.stats.last_error
+            assert alive.stats.reconnects == 0 and alive.stats.connected
+    finally:
+        beating.stop()
+        silent.stop()
+
+
+def test_a_wrong_password_is_an_error_not_a_retry(switch: InboundSwitch, tracked: pw.Database) -> None:
+    with tracking(switch, tracked, password="WrongPassword") as tracker:
+        with pytest.raises(AuthError, match="refused the password") as refused:
+            with gevent.Timeout(5):
+                tracker.wait()
+        assert "WrongPassword" not in str(refused.value)
+        assert [c.commands for c in switch.connections] == [["auth WrongPassword"]]
+
+
+def test_database_down_queues_and_writes_when_it_is_back(switch: InboundSwitch, db_url: str, tmp_path) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a held write lock stands in for an outage on SQLite; servers: see test_outage")
+    handle = open_database(db_url, busy_timeout=0.1)
+    database.initialize(handle)
+    with handle.connection_context():
+        initdb(handle)
+        tracked_rules()
+    blocker = open_database(db_url)
+    blocker.connect()
+    blocker.execute_sql("BEGIN EXCLUSIVE")
+    with tracking(switch, handle) as tracker:
+        subscribed(switch, tracker)
+        switch.deliver(captured_hangups()["s2"] + captured_hangups()["s3"])
+        wait_until(lambda: tracker.stats.database_down_since is not None)
+        assert tracker.stats.queued > 0 and tracker.stats.written == 0
+        blocker.rollback()
+        blocker.close()
+        settled(tracker, 8)
+        assert tracker.stats.database_down_since is None and tracker.stats.written == 2
+    with handle.connection_context():
+        assert set(routes("Callbacks")) == {"5551000002", "5551000003"}
+
+
+def test_a_tracked_route_is_validated_like_any_other(switch: InboundSwitch, tracked: pw.Database) -> None:
+    short = variant(bridged_leg("s2"), {"5551000002": "5552", scenario_b_leg_uuid("s2"): str(uuidlib.uuid4())})
+    with tracking(switch, tracked) as tracker:
+        subscribed(switch, tracker)
+        switch.deliver([short])
+        settled(tracker, 1)
+        assert tracker.stats.skipped["invalid caller_id"] == 1 and tracker.stats.written == 0
+    assert routes("Callbacks") == {}
