@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_EVENT = "HEARTBEAT"
 HEARTBEAT_INTERVAL = 20.0  # FreeSWITCH's, measured in the i5 capture
 MAX_QUEUE = 100_000
-BATCH = 2000
+BATCH = 200
 SEEN = 200_000  # UUIDs remembered for duplicate detection
 YIELD_EVERY = 50  # events handled between two yields to other greenlets
+PAUSE = 0.001  # seconds given to other greenlets after each recv(): calls first, then the tracker
 ENV_PASSWORD = "DYNROUTE_ESL_PASSWORD"
 
 
@@ -102,6 +103,7 @@ class Tracker:
         self.stats = TrackStats(esl="%s:%d" % esl)
         self.queue: deque[Hangup] = deque(maxlen=max_queue)
         self.auth_error: AuthError | None = None
+        self.failed = gevent.event.Event()  # set when the tracker gives up (a refused password)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._wake = gevent.event.Event()
         self._idle = gevent.event.Event()
@@ -127,10 +129,9 @@ class Tracker:
         self._threads.kill()
         self.write_status()
 
-    def wait(self) -> None:
-        """Until the connection loop ends (only a refused password ends it); raises that AuthError."""
-        self._greenlets[0].join()
-        if self.auth_error is not None:
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the tracker gives up (only a refused password makes it), then raise why."""
+        if self.failed.wait(timeout) and self.auth_error is not None:
             raise self.auth_error
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -151,10 +152,10 @@ class Tracker:
         while True:
             try:
                 self._session()
-            except AuthError as exc:
+            except AuthError as exc:  # the owner reports it (the CLI: one line, exit 2)
                 self.auth_error = exc
                 self.stats.last_error = str(exc)
-                log.error("%s", exc)
+                self.failed.set()
                 return
             except (OSError, Lost, ESLProtocolError) as exc:
                 if self.stats.connected:  # it had worked: a new outage, retried quickly first
@@ -228,7 +229,7 @@ class Tracker:
                     handled += 1
                     if handled % YIELD_EVERY == 0:
                         gevent.sleep(0)
-            gevent.sleep(0)  # a recv() that never blocks (a burst) must not starve the calls
+            gevent.sleep(PAUSE)  # a recv() that never blocks (a burst) must not starve the calls
 
     def _event(self, event: ei.Event) -> None:
         self.stats.last_event = time.time()
@@ -260,20 +261,26 @@ class Tracker:
             while self.queue:
                 self._idle.clear()
                 batch = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
-                try:
-                    result = self._threads.spawn(self._write, batch).get()
-                except pw.PeeweeException as exc:
-                    self._requeue(batch, exc)
+                ok, result = self._threads.spawn(self._write, batch).get()
+                if ok:
+                    delay = self.backoff[0]
+                    self._count(result)  # type: ignore[arg-type]
+                elif not isinstance(result, pw.PeeweeException):  # our bug: lose this batch, not the tracker
+                    log.error("could not write %d hangups: %s: %s", len(batch), type(result).__name__, result)
+                    self.stats.skipped["error"] += len(batch)
+                else:
+                    self._requeue(batch, result)  # type: ignore[arg-type]
                     gevent.sleep(delay)
                     delay = min(delay * 2, self.backoff[1])
-                    continue
-                delay = self.backoff[0]
-                self._count(result)
             self._idle.set()
 
-    def _write(self, batch: list[Hangup]) -> BatchResult:
-        with self.db.connection_context():
-            return write_batch(batch)
+    def _write(self, batch: list[Hangup]) -> tuple[bool, BatchResult | BaseException]:
+        """In the worker thread; an error comes back as a value, not as a crash reported by gevent's hub."""
+        try:
+            with self.db.connection_context():
+                return True, write_batch(batch)
+        except Exception as exc:
+            return False, exc
 
     def _requeue(self, batch: list[Hangup], exc: BaseException) -> None:
         room = self.queue.maxlen - len(self.queue)  # type: ignore[operator]

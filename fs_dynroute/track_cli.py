@@ -139,7 +139,7 @@ def run_tracker(args: argparse.Namespace, status_file: Path) -> int:
     from fs_dynroute.cli import check_schema
     from fs_dynroute.database import open_database
     from fs_dynroute.models import database
-    from fs_dynroute.track import AuthError, Tracker, read_password
+    from fs_dynroute.track import Tracker, read_password
 
     try:
         password = read_password(args.password_file)
@@ -153,16 +153,10 @@ def run_tracker(args: argparse.Namespace, status_file: Path) -> int:
     stopping = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stopping.set)
-    waiter = gevent.spawn(tracker.wait)
-    waiter.link(lambda _: stopping.set())
-    stopping.wait()
+    gevent.wait([stopping, tracker.failed], count=1)
     tracker.stop()
-    try:
-        waiter.get(block=False)
-    except AuthError as exc:
-        raise admin.UserError(str(exc)) from None
-    except gevent.Timeout:
-        pass
+    if tracker.auth_error is not None:
+        raise admin.UserError(str(tracker.auth_error))
     return 0
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import peewee as pw
 from peewee import chunked
 
 from fs_dynroute import admin
@@ -143,7 +144,10 @@ def write_batch(hangups: Iterable[Hangup]) -> BatchResult:
     specs = load_specs()
     result = BatchResult()
     db = Route._meta.database
-    with db.atomic():
+    db = db.obj if isinstance(db, pw.DatabaseProxy) else db
+    # SQLite: take the write lock first (BEGIN IMMEDIATE), as the store does, so a concurrent writer makes us
+    # wait for the busy timeout instead of failing at once when the read snapshot cannot be upgraded.
+    with db.atomic("IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic():
         rules = {r.name: r for r in Rule.select().where(Rule.name.in_([s.rule for s in specs]))} if specs else {}
         known, pending = destination_map(), _Pending()
         for hangup in hangups:

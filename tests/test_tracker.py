@@ -17,7 +17,7 @@ import gevent
 import peewee as pw
 import pytest
 
-from fs_dynroute import admin
+from fs_dynroute import admin, demo
 from fs_dynroute.fakeswitch.inbound import (SCENARIOS, InboundSwitch, bridged_leg, captured_hangups, variant)
 from fs_dynroute.fakeswitch.switch import place_call
 from fs_dynroute.models import Audit, Route, database
@@ -234,8 +234,7 @@ def test_a_silent_connection_is_dead_but_heartbeats_keep_a_quiet_one_alive(track
 def test_a_wrong_password_is_an_error_not_a_retry(switch: InboundSwitch, tracked: pw.Database) -> None:
     with tracking(switch, tracked, password="WrongPassword") as tracker:
         with pytest.raises(AuthError, match="refused the password") as refused:
-            with gevent.Timeout(5):
-                tracker.wait()
+            tracker.wait(timeout=5)
         assert "WrongPassword" not in str(refused.value)
         assert [c.commands for c in switch.connections] == [["auth WrongPassword"]]
 
@@ -272,3 +271,67 @@ def test_a_tracked_route_is_validated_like_any_other(switch: InboundSwitch, trac
         settled(tracker, 1)
         assert tracker.stats.skipped["invalid caller_id"] == 1 and tracker.stats.written == 0
     assert routes("Callbacks") == {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole loop, and a burst beside live calls, with the real outbound server in the same process
+
+
+@contextmanager
+def served(db_url: str) -> Iterator[object]:
+    handle = open_database(db_url)
+    database.initialize(handle)
+    with handle.connection_context():
+        initdb(handle)
+        demo.load()  # "Customer Routing" on 5550100: +15551111111 -> 1001
+        tracked_rules()
+    handle.close()
+    with running_server(db_url) as server:
+        yield server
+
+
+def test_a_missed_call_becomes_a_return_that_reaches_the_rep_once(switch: InboundSwitch, db_url: str) -> None:
+    with served(db_url) as server:
+        with tracking(switch, database.obj) as tracker:
+            subscribed(switch, tracker)
+            switch.deliver(captured_hangups()["s5"])  # the customer called 5550300; agent 1101 never answered
+            settled(tracker, 4)
+        refresh(server)
+        dialplan = dialplan_for(server, NO_MATCH)
+        back = place_call(dialplan, "+15551000005", "5550310")  # the customer calls the callback number
+        again = place_call(dialplan, "+15551000005", "5550310")
+    assert back.target == "1101 XML default"  # the rep who missed them
+    assert again.target == NO_MATCH  # Delete After Use: once
+
+
+def test_a_burst_of_hangups_does_not_delay_calls_in_the_same_process(switch: InboundSwitch, db_url: str) -> None:
+    """10,000 missed calls arrive at once while calls are routed by the same process; every call still reaches
+    its destination. The calls' latency is printed (a figure for the README, not an assertion)."""
+    count = 10_000
+    with served(db_url) as server:
+        dialplan = dialplan_for(server, NO_MATCH)
+
+        def latencies(until) -> list[float]:
+            out = []
+            while not until():
+                start = time.perf_counter()
+                outcome = place_call(dialplan, "+15551111111", "5550100")
+                out.append(time.perf_counter() - start)
+                assert outcome.target == "1001 XML default"
+                gevent.sleep(0.005)
+            return out
+
+        with tracking(switch, database.obj) as tracker:
+            subscribed(switch, tracker)
+            calm = time.perf_counter() + 1.0
+            quiet = latencies(lambda: time.perf_counter() > calm)
+            started = time.perf_counter()
+            sender = gevent.spawn(switch.burst, bridged_leg("s2"), "5551000002", count)
+            busy = latencies(lambda: tracker.stats.events >= count and tracker.wait_idle(0))
+            took = time.perf_counter() - started
+            sender.get()
+            assert tracker.stats.written == count and tracker.stats.dropped == 0
+        print(f"\nburst of {count} hangups written in {took:.1f} s ({count / took:.0f}/s); calls before: "
+              f"median {statistics.median(quiet) * 1000:.1f} ms, max {max(quiet) * 1000:.1f} ms; "
+              f"{len(busy)} calls during: median {statistics.median(busy) * 1000:.1f} ms, "
+              f"max {max(busy) * 1000:.1f} ms")
