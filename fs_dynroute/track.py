@@ -7,7 +7,7 @@ gone: hangups wait in a bounded queue (the oldest dropped and counted when it is
 is back. A hangup seen twice (a reconnect mid-call) is queued once. No byte in 2.5 heartbeat intervals (FreeSWITCH
 sends a HEARTBEAT every 20 s to a subscriber) means a dead connection, not a quiet switch.
 
-What it is doing is written every second to a small JSON status file that ``fs-dynroute track status`` reads.
+What it is doing is written every second, and after each change it makes, to a small JSON status file that ``fs-dynroute track status`` reads.
 """
 
 from __future__ import annotations
@@ -197,6 +197,7 @@ class Tracker:
             log.warning("event socket %s: back after %.1f s", self.stats.esl, time.monotonic() - self._outage)
             self._outage = None
         log.info("event socket %s: subscribed (%s) to %s", self.stats.esl, self.fmt, HANGUP_EVENT)
+        self.write_status()
         self._read_events(reader)
 
     def _recv(self, reader: ei.InboundReader) -> None:
@@ -300,7 +301,7 @@ class Tracker:
         self.stats.written += result.written
         self.stats.cleared += result.cleared
         self.stats.skipped.update(result.skipped)
-        self.stats.queued = len(self.queue)
+        self.write_status()
 
     # -- status ---------------------------------------------------------------------------------------------------
 
@@ -311,9 +312,9 @@ class Tracker:
 
     def write_status(self) -> None:
         """Replace the status file atomically (a reader never sees half of it)."""
+        self.stats.queued = len(self.queue)
         if self.status_file is None:
             return
-        self.stats.queued = len(self.queue)
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.status_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.stats.as_dict(), default=str), encoding="utf-8")

@@ -100,3 +100,12 @@ def test_track_writes_routes_and_track_status_says_what_it_did(switch: InboundSw
     assert proc.returncode == 0, err
     assert "ClueCon" not in out + err
     assert cli("track", "status", "--status-file", str(tmp_path / "none.json"), ok=False).returncode == 1
+
+
+def test_make_demo_callback_closes_the_loop(tmp_path: Path) -> None:
+    """What ``make demo-callback`` runs: real serve and track processes, the fakes on both sockets."""
+    proc = subprocess.run([str(Path(SCRIPT).parent / "python"), "-m", "fs_dynroute.fakeswitch.callback_demo",
+                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "call 1 from +15551000005 -> 1101 XML default" in proc.stdout
+    assert "call 2 from +15551000005 -> 5000 XML default" in proc.stdout and "the loop closed" in proc.stdout
