@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ SEEN = 200_000  # UUIDs remembered for duplicate detection
 YIELD_EVERY = 50  # events handled between two yields to other greenlets
 PAUSE = 0.001  # seconds given to other greenlets after each recv(): calls first, then the tracker
 ENV_PASSWORD = "DYNROUTE_ESL_PASSWORD"
+CLIENTS = ("builtin", "python-esl")
 
 
 class AuthError(Exception):
@@ -91,9 +94,12 @@ class Tracker:
     def __init__(self, db: pw.Database, esl: tuple[str, int], password: str, *, fmt: str = "plain",
                  heartbeat_timeout: float = 2.5 * HEARTBEAT_INTERVAL, backoff: tuple[float, float] = (0.5, 30.0),
                  max_queue: int = MAX_QUEUE, batch: int = BATCH, status_file: Path | None = None,
-                 status_interval: float = 1.0) -> None:
+                 status_interval: float = 1.0, client: str = "builtin") -> None:
+        if client not in CLIENTS:
+            raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
         ei.auth_command(password)  # refuse an unusable password now, without ever showing it
-        self.db, self.esl, self.fmt = db, esl, fmt
+        self.db, self.esl, self.fmt, self.client = db, esl, fmt, client
+        self.halted = threading.Event()  # tells a client's own thread (python-esl) to end
         self._password = password
         self.heartbeat_timeout = heartbeat_timeout
         self.backoff = backoff
@@ -122,6 +128,7 @@ class Tracker:
         return self
 
     def stop(self, flush_timeout: float = 5.0) -> None:
+        self.halted.set()
         self._greenlets[0].kill()
         self._close()
         self.wait_idle(flush_timeout)
@@ -166,6 +173,9 @@ class Tracker:
                     self._outage = time.monotonic()
                     log.warning("event socket %s: %s; reconnecting with backoff up to %.0f s", self.stats.esl,
                                 exc or type(exc).__name__, self.backoff[1])
+            except Exception:  # our own bug: say it, and keep tracking on a new connection
+                log.exception("event socket %s: unexpected error; reconnecting", self.stats.esl)
+                self.stats.connected = False
             finally:
                 self._close()
             gevent.sleep(delay)
@@ -176,15 +186,22 @@ class Tracker:
             self._sock.close()
             self._sock = None
 
+    def refused(self, reply: str) -> AuthError:
+        return AuthError(f"event socket {self.stats.esl} refused the password ({reply}); "
+                         f"check --password-file or ${ENV_PASSWORD}")
+
     def _session(self) -> None:
+        if self.client == "python-esl":
+            from fs_dynroute.track_pyesl import run_session
+
+            return run_session(self, self._password)
         self._sock = socket.create_connection(self.esl, timeout=self.heartbeat_timeout)
         reader = ei.InboundReader()
         self._expect(reader, ei.AuthRequest)
         self._sock.sendall(ei.auth_command(self._password))
         reply = self._expect(reader, ei.Reply)
         if not reply.ok:  # type: ignore[union-attr]
-            raise AuthError(f"event socket {self.stats.esl} refused the password ({reply.text}); "  # type: ignore[union-attr]
-                            f"check --password-file or ${ENV_PASSWORD}")
+            raise self.refused(reply.text)  # type: ignore[union-attr]
         for command in (ei.event_command(self.fmt, [HANGUP_EVENT, HEARTBEAT_EVENT]),
                         ei.filter_command("Event-Name", HANGUP_EVENT),
                         ei.filter_command("Event-Name", HEARTBEAT_EVENT)):
@@ -192,13 +209,17 @@ class Tracker:
             reply = self._expect(reader, ei.Reply)
             if not reply.ok:  # type: ignore[union-attr]
                 raise Lost(f"subscription refused: {reply.text}")  # type: ignore[union-attr]
+        self.subscribed()
+        self._read_events(reader)
+
+    def subscribed(self) -> None:
+        """Called by a client once FreeSWITCH has accepted the password, the subscription and the filters."""
         self.stats.connected, self.stats.connected_since = True, time.time()
         if self._outage is not None:
             log.warning("event socket %s: back after %.1f s", self.stats.esl, time.monotonic() - self._outage)
             self._outage = None
-        log.info("event socket %s: subscribed (%s) to %s", self.stats.esl, self.fmt, HANGUP_EVENT)
+        log.info("event socket %s: subscribed (%s, %s) to %s", self.stats.esl, self.fmt, self.client, HANGUP_EVENT)
         self.write_status()
-        self._read_events(reader)
 
     def _recv(self, reader: ei.InboundReader) -> None:
         try:
@@ -226,18 +247,19 @@ class Tracker:
                 if isinstance(item, ei.Disconnect):
                     raise Lost("FreeSWITCH sent a disconnect notice")
                 if isinstance(item, ei.Event):
-                    self._event(item)
+                    self.event(item.name, item.headers)
                     handled += 1
                     if handled % YIELD_EVERY == 0:
                         gevent.sleep(0)
             gevent.sleep(PAUSE)  # a recv() that never blocks (a burst) must not starve the calls
 
-    def _event(self, event: ei.Event) -> None:
+    def event(self, name: str, headers: Mapping[str, str]) -> None:
+        """Called by a client for each event (on the event loop's thread)."""
         self.stats.last_event = time.time()
-        if event.name == HEARTBEAT_EVENT:
+        if name == HEARTBEAT_EVENT:
             self.stats.heartbeats += 1
             return
-        hangup = hangup_of(event.headers)
+        hangup = hangup_of(headers)
         if hangup is None:
             return
         self.stats.events += 1

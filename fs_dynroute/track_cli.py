@@ -60,6 +60,8 @@ def install(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--password-file", help="file whose first line is the event socket password "
                    "(default: $DYNROUTE_ESL_PASSWORD; never on the command line)")
     p.add_argument("--format", choices=("plain", "json"), default="plain", help="event format (default plain)")
+    p.add_argument("--client", choices=("builtin", "python-esl"), default="builtin", help="the event socket "
+                   "client: fs_dynroute's own codec (default) or python-ESL (the optional extra; see README)")
     p.add_argument("--heartbeat-timeout", type=float, default=50.0, help="seconds without a byte, not even "
                    "FreeSWITCH's 20 s HEARTBEAT, after which the connection is dead (default 50)")
     p.add_argument("--status-file", type=Path, help="where the tracker writes its status "
@@ -140,16 +142,19 @@ def run_tracker(args: argparse.Namespace, status_file: Path) -> int:
     from fs_dynroute.database import open_database
     from fs_dynroute.models import database
     from fs_dynroute.track import Tracker, read_password
+    from fs_dynroute.track_pyesl import available
 
     try:
         password = read_password(args.password_file)
     except ValueError as exc:
         raise admin.UserError(f"password: {exc}") from None
+    if args.client == "python-esl" and not available():
+        raise admin.UserError("client: python-ESL is not installed (see the README for how to build it)")
     db = open_database(args.db)
     database.initialize(db)
     check_schema(db)
     tracker = Tracker(db, args.esl, password, fmt=args.format, heartbeat_timeout=args.heartbeat_timeout,
-                      status_file=status_file).start()
+                      status_file=status_file, client=args.client).start()
     stopping = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stopping.set)

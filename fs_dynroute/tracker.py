@@ -27,6 +27,10 @@ MODES = ("missed", "last-agent")
 DEFAULT_CAUSES = ("NO_ANSWER", "USER_BUSY", "ORIGINATOR_CANCEL")
 DEFAULT_TTL = {"missed": "72h", "last-agent": "30d"}
 _NOTE = {"missed": "missed call", "last-agent": "answered call"}
+#: Every header :func:`hangup_of` reads (a client that fetches headers one by one fetches these).
+FIELDS = ("Event-Name", "Call-Direction", "Other-Leg-Unique-ID", "variable_originator", "Unique-ID",
+          "Caller-Caller-ID-Number", "Caller-Destination-Number", "Caller-Channel-Answered-Time", "Hangup-Cause",
+          "Event-Date-Local")
 
 
 @dataclass(frozen=True)

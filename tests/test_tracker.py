@@ -24,6 +24,7 @@ from fs_dynroute.models import Audit, Route, database
 from fs_dynroute.schema import initdb
 from fs_dynroute.database import open_database
 from fs_dynroute.track import AuthError, Tracker
+from fs_dynroute.track_pyesl import available
 from fs_dynroute.track_store import TrackOptions, set_track
 from fs_dynroute.tracker import Clear, Skip, TrackSpec, Write, decide, hangup_of
 from tests.serving import dialplan_for, refresh, running_server
@@ -97,6 +98,14 @@ def test_the_agent_pattern_and_the_causes_decide_who_and_what() -> None:
 # The tracker running against the fake event socket
 
 
+@pytest.fixture(params=["builtin", "python-esl"])
+def client(request: pytest.FixtureRequest) -> str:
+    """The same tests through both event-socket clients (python-ESL is an optional extra: see the README)."""
+    if request.param == "python-esl" and not available():
+        pytest.skip("python-ESL is not installed (pip install swig==3.0.12 wheel; then python-ESL==1.4.18)")
+    return request.param
+
+
 @pytest.fixture
 def switch() -> Iterator[InboundSwitch]:
     fake = InboundSwitch(heartbeat_interval=0.2).start()
@@ -153,9 +162,9 @@ def scenario_b_leg_uuid(scenario: str, fmt: str = "plain") -> str:
 
 
 @pytest.mark.parametrize("fmt", ["plain", "json"])
-def test_each_scenario_writes_or_does_not_write_the_right_route(switch: InboundSwitch, tracked: pw.Database,
+def test_each_scenario_writes_or_does_not_write_the_right_route(client: str, switch: InboundSwitch, tracked: pw.Database,
                                                                 fmt: str) -> None:
-    with tracking(switch, tracked, fmt=fmt) as tracker:
+    with tracking(switch, tracked, fmt=fmt, client=client) as tracker:
         subscribed(switch, tracker)
         assert switch.subscribed()[0].filters == [("Event-Name", "CHANNEL_HANGUP_COMPLETE"),
                                                   ("Event-Name", "HEARTBEAT")]
@@ -180,17 +189,17 @@ def test_each_scenario_writes_or_does_not_write_the_right_route(switch: InboundS
 
 
 @pytest.mark.parametrize("chunking", ["each", "split"])
-def test_events_split_across_reads_or_glued_give_the_same_routes(switch: InboundSwitch, tracked: pw.Database,
+def test_events_split_across_reads_or_glued_give_the_same_routes(client: str, switch: InboundSwitch, tracked: pw.Database,
                                                                  chunking: str) -> None:
-    with tracking(switch, tracked) as tracker:
+    with tracking(switch, tracked, client=client) as tracker:
         subscribed(switch, tracker)
         switch.deliver([e for s in SCENARIOS for e in captured_hangups()[s]], chunking, split=333)
         settled(tracker, 24)
     assert set(routes("Callbacks")) == {"5551000002", "5551000003", "5551000004"}
 
 
-def test_the_json_capture_replayed_exactly_as_recorded(switch: InboundSwitch, tracked: pw.Database) -> None:
-    with tracking(switch, tracked, fmt="json") as tracker:
+def test_the_json_capture_replayed_exactly_as_recorded(client: str, switch: InboundSwitch, tracked: pw.Database) -> None:
+    with tracking(switch, tracked, fmt="json", client=client) as tracker:
         subscribed(switch, tracker)
         assert switch.replay("inbound/i3_events_json.repr") == 1
         settled(tracker, 24)
@@ -198,9 +207,9 @@ def test_the_json_capture_replayed_exactly_as_recorded(switch: InboundSwitch, tr
     assert set(routes("Last agent")) == {"5551000001", "5551000005"}
 
 
-def test_reconnects_after_the_switch_drops_it_and_writes_a_repeated_event_once(
+def test_reconnects_after_the_switch_drops_it_and_writes_a_repeated_event_once(client: str, 
         switch: InboundSwitch, tracked: pw.Database, caplog: pytest.LogCaptureFixture) -> None:
-    with tracking(switch, tracked) as tracker:
+    with tracking(switch, tracked, client=client) as tracker:
         subscribed(switch, tracker)
         switch.deliver(captured_hangups()["s2"])
         settled(tracker, 4)
@@ -218,11 +227,11 @@ def test_reconnects_after_the_switch_drops_it_and_writes_a_repeated_event_once(
     assert len(said) == 1 and "ClueCon" not in caplog.text
 
 
-def test_a_silent_connection_is_dead_but_heartbeats_keep_a_quiet_one_alive(tracked: pw.Database) -> None:
+def test_a_silent_connection_is_dead_but_heartbeats_keep_a_quiet_one_alive(client: str, tracked: pw.Database) -> None:
     beating, silent = InboundSwitch(heartbeat_interval=0.2).start(), InboundSwitch(heartbeat_interval=60).start()
     try:
-        with tracking(beating, tracked, heartbeat_timeout=0.6) as alive, \
-                tracking(silent, tracked, heartbeat_timeout=0.6) as dead:
+        with tracking(beating, tracked, heartbeat_timeout=0.6, client=client) as alive, \
+                tracking(silent, tracked, heartbeat_timeout=0.6, client=client) as dead:
             wait_until(lambda: dead.stats.reconnects >= 1 and alive.stats.heartbeats >= 5)
             assert "not even a HEARTBEAT" in dead.stats.last_error
             assert alive.stats.reconnects == 0 and alive.stats.connected
@@ -231,12 +240,13 @@ def test_a_silent_connection_is_dead_but_heartbeats_keep_a_quiet_one_alive(track
         silent.stop()
 
 
-def test_a_wrong_password_is_an_error_not_a_retry(switch: InboundSwitch, tracked: pw.Database) -> None:
-    with tracking(switch, tracked, password="WrongPassword") as tracker:
+def test_a_wrong_password_is_an_error_not_a_retry(client: str, switch: InboundSwitch, tracked: pw.Database) -> None:
+    with tracking(switch, tracked, password="WrongPassword", client=client) as tracker:
         with pytest.raises(AuthError, match="refused the password") as refused:
             tracker.wait(timeout=5)
         assert "WrongPassword" not in str(refused.value)
-        assert [c.commands for c in switch.connections] == [["auth WrongPassword"]]
+        # one attempt, never retried (python-ESL's client first opens and closes a bare TCP connection)
+        assert [c.commands for c in switch.connections if c.commands] == [["auth WrongPassword"]]
 
 
 def test_database_down_queues_and_writes_when_it_is_back(switch: InboundSwitch, db_url: str, tmp_path) -> None:
@@ -263,9 +273,9 @@ def test_database_down_queues_and_writes_when_it_is_back(switch: InboundSwitch, 
         assert set(routes("Callbacks")) == {"5551000002", "5551000003"}
 
 
-def test_a_tracked_route_is_validated_like_any_other(switch: InboundSwitch, tracked: pw.Database) -> None:
+def test_a_tracked_route_is_validated_like_any_other(client: str, switch: InboundSwitch, tracked: pw.Database) -> None:
     short = variant(bridged_leg("s2"), {"5551000002": "5552", scenario_b_leg_uuid("s2"): str(uuidlib.uuid4())})
-    with tracking(switch, tracked) as tracker:
+    with tracking(switch, tracked, client=client) as tracker:
         subscribed(switch, tracker)
         switch.deliver([short])
         settled(tracker, 1)
@@ -290,9 +300,9 @@ def served(db_url: str) -> Iterator[object]:
         yield server
 
 
-def test_a_missed_call_becomes_a_return_that_reaches_the_rep_once(switch: InboundSwitch, db_url: str) -> None:
+def test_a_missed_call_becomes_a_return_that_reaches_the_rep_once(client: str, switch: InboundSwitch, db_url: str) -> None:
     with served(db_url) as server:
-        with tracking(switch, database.obj) as tracker:
+        with tracking(switch, database.obj, client=client) as tracker:
             subscribed(switch, tracker)
             switch.deliver(captured_hangups()["s5"])  # the customer called 5550300; agent 1101 never answered
             settled(tracker, 4)
