@@ -18,7 +18,8 @@ import peewee as pw
 import pytest
 
 from fs_dynroute import admin, demo
-from fs_dynroute.fakeswitch.inbound import (SCENARIOS, InboundSwitch, bridged_leg, captured_hangups, variant)
+from fs_dynroute.fakeswitch.inbound import (SCENARIOS, FakeEvent, InboundSwitch, bridged_leg, captured_hangups,
+                                           variant)
 from fs_dynroute.fakeswitch.switch import place_call
 from fs_dynroute.models import Audit, Route, database
 from fs_dynroute.schema import initdb
@@ -345,3 +346,19 @@ def test_a_burst_of_hangups_does_not_delay_calls_in_the_same_process(switch: Inb
               f"median {statistics.median(quiet) * 1000:.1f} ms, max {max(quiet) * 1000:.1f} ms; "
               f"{len(busy)} calls during: median {statistics.median(busy) * 1000:.1f} ms, "
               f"max {max(busy) * 1000:.1f} ms")
+
+
+def test_an_encoded_newline_cannot_forge_the_customer(client: str, switch: InboundSwitch,
+                                                      tracked: pw.Database) -> None:
+    """A SIP header the caller controls, carrying ``%0A`` and a fake Caller-Destination-Number line, placed before
+    the real one: both clients split lines before decoding, so the pending return goes to the real customer."""
+    real = bridged_leg("s2")
+    at = next(i for i, (name, _) in enumerate(real.pairs) if name == "Caller-Destination-Number")
+    forged = FakeEvent(real.pairs[:at] + (("variable_sip_h_X-Note", "x\nCaller-Destination-Number: 5559999999"),)
+                       + real.pairs[at:])
+    assert b"x%0ACaller-Destination-Number%3A%205559999999" in forged.encode("plain")
+    with tracking(switch, tracked, client=client) as tracker:
+        subscribed(switch, tracker)
+        switch.deliver([forged])
+        settled(tracker, 1)
+    assert set(routes("Callbacks")) == {"5551000002"}

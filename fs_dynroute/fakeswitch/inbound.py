@@ -21,7 +21,9 @@ Not modelled: every other command (``bgapi``, ``sendevent``, ``myevents``...), t
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import sys
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,7 +213,7 @@ class InboundSwitch:
         return reached
 
     def burst(self, template: FakeEvent, customer: str, count: int, fmt: str = "plain",
-              chunk: int = 65536) -> int:
+              chunk: int = 65536, only: Connection | None = None) -> int:
         """``count`` calls shaped like ``template``, each with a fresh UUID and ``customer`` replaced by another
         number of the same length, sent back to back in ``chunk``-byte sends to each connection subscribed in
         ``fmt``. Substituted in the encoded bytes (same lengths, URL-safe), so a burst costs the fake little; it
@@ -223,7 +225,7 @@ class InboundSwitch:
             return wire.replace(old_uuid, uuidlib.UUID(int=i + 1).__str__().encode()).replace(
                 customer.encode(), head + b"%07d" % i)
 
-        targets = [c for c in self.subscribed() if c.fmt == fmt and c.wants(template)]
+        targets = [c for c in self.subscribed() if c.fmt == fmt and c.wants(template) and only in (None, c)]
         for connection in targets:
             with connection.lock:
                 pending = bytearray()
@@ -332,3 +334,39 @@ class InboundSwitch:
             beat = with_header(heartbeat_template(), "Event-Sequence", str(next(self._sequence)))
             if connection.wants(beat):
                 connection.send(beat.encode(connection.fmt))  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fs_dynroute.fakeswitch.inbound --port 8021 [--scenarios s1,s5] [--burst N]``: serve the fake
+    event socket until killed; each client that subscribes gets the captured hangups of the scenarios, then N
+    synthetic missed calls (scenario s2's B leg with fresh UUIDs and customers), in its format."""
+    parser = argparse.ArgumentParser(prog="python -m fs_dynroute.fakeswitch.inbound", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8021)
+    parser.add_argument("--password", default=PASSWORD)
+    parser.add_argument("--heartbeat-interval", type=float, default=20.0)
+    parser.add_argument("--scenarios", default="", help="comma-separated, from " + ",".join(SCENARIOS))
+    parser.add_argument("--burst", type=int, default=0, help="synthetic missed calls after the scenarios")
+    args = parser.parse_args(argv)
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    switch = InboundSwitch(password=args.password, port=args.port, heartbeat_interval=args.heartbeat_interval).start()
+    print(f"fake event socket on 127.0.0.1:{switch.port}", flush=True)
+    served: set[int] = set()
+    while True:
+        for connection in switch.subscribed():
+            if id(connection) not in served:
+                served.add(id(connection))
+                gevent.spawn(_play, switch, connection, scenarios, args.burst)
+        gevent.sleep(0.01)
+
+
+def _play(switch: InboundSwitch, connection: Connection, scenarios: list[str], burst: int) -> None:
+    fmt = connection.fmt or "plain"
+    events = [e for s in scenarios for e in captured_hangups(fmt)[s]]
+    with connection.lock:
+        connection.send(b"".join(e.encode(fmt) for e in events if connection.wants(e)))
+        if burst:
+            switch.burst(bridged_leg("s2", fmt), "5551000002", burst, fmt, only=connection)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
