@@ -10,7 +10,7 @@ import re
 import statistics
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import gevent
@@ -29,6 +29,7 @@ from fs_dynroute.track_pyesl import available
 from fs_dynroute.track_store import TrackOptions, set_track
 from fs_dynroute.tracker import Clear, Skip, TrackSpec, Write, decide, hangup_of
 from tests.serving import dialplan_for, refresh, running_server
+from tests.test_outage import Switch as DatabaseOutage
 
 AGENTS = re.compile(r"^1\d{3}$")
 MISSED = TrackSpec("Callbacks", "missed", AGENTS, "72h", frozenset({"NO_ANSWER", "USER_BUSY", "ORIGINATOR_CANCEL"}))
@@ -250,28 +251,50 @@ def test_a_wrong_password_is_an_error_not_a_retry(client: str, switch: InboundSw
         assert [c.commands for c in switch.connections if c.commands] == [["auth WrongPassword"]]
 
 
-def test_database_down_queues_and_writes_when_it_is_back(switch: InboundSwitch, db_url: str, tmp_path) -> None:
+@contextmanager
+def outage(db_url: str) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """(the URL the tracker uses, down, up): a server locks the tracker's user out and kills its connections
+    (as tests/test_outage does); an SQLite file has no server, so another connection holds its write lock."""
     if not db_url.startswith("sqlite"):
-        pytest.skip("a held write lock stands in for an outage on SQLite; servers: see test_outage")
-    handle = open_database(db_url, busy_timeout=0.1)
-    database.initialize(handle)
-    with handle.connection_context():
-        initdb(handle)
-        tracked_rules()
+        server = DatabaseOutage(db_url)
+        try:
+            yield server.url, server.down, server.up
+        finally:
+            server.close()
+        return
     blocker = open_database(db_url)
-    blocker.connect()
-    blocker.execute_sql("BEGIN EXCLUSIVE")
-    with tracking(switch, handle) as tracker:
-        subscribed(switch, tracker)
-        switch.deliver(captured_hangups()["s2"] + captured_hangups()["s3"])
-        wait_until(lambda: tracker.stats.database_down_since is not None)
-        assert tracker.stats.queued > 0 and tracker.stats.written == 0
+
+    def down() -> None:
+        blocker.connect()
+        blocker.execute_sql("BEGIN EXCLUSIVE")
+
+    def up() -> None:
         blocker.rollback()
         blocker.close()
-        settled(tracker, 8)
-        assert tracker.stats.database_down_since is None and tracker.stats.written == 2
-    with handle.connection_context():
-        assert set(routes("Callbacks")) == {"5551000002", "5551000003"}
+
+    yield db_url, down, up
+
+
+def test_database_down_queues_and_writes_when_it_is_back(switch: InboundSwitch, db: pw.Database,
+                                                        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    tracked_rules()
+    with outage(db_url) as (url, down, up):
+        handle = open_database(url, busy_timeout=0.1)
+        with tracking(switch, handle) as tracker:
+            subscribed(switch, tracker)
+            down()
+            switch.deliver(captured_hangups()["s2"] + captured_hangups()["s3"])
+            wait_until(lambda: tracker.stats.database_down_since is not None)
+            gevent.sleep(0.5)  # several failed attempts
+            assert tracker.stats.queued > 0 and tracker.stats.written == 0
+            up()
+            settled(tracker, 8)
+            assert tracker.stats.database_down_since is None and tracker.stats.written == 2
+    db.close()  # PostgreSQL's outage killed this test's own connection too
+    assert set(routes("Callbacks")) == {"5551000002", "5551000003"}
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("routes database unavailable" in m for m in messages) == 1, messages
+    assert sum("routes database back after" in m for m in messages) == 1, messages
 
 
 def test_a_tracked_route_is_validated_like_any_other(client: str, switch: InboundSwitch, tracked: pw.Database) -> None:
