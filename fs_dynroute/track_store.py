@@ -18,7 +18,7 @@ from peewee import chunked
 
 from fs_dynroute import admin
 from fs_dynroute.models import Audit, Route, Rule, Track, destination_map, utcnow
-from fs_dynroute.tracker import DEFAULT_CAUSES, DEFAULT_TTL, MODES, Clear, Hangup, Skip, TrackSpec, Write, decide
+from fs_dynroute.tracker import DEFAULT_CAUSES, DEFAULT_TTL, MODES, Hangup, Skip, TrackSpec, Write, decide
 
 _CAUSE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _TTL = re.compile(r"\d{1,6}[smhdw]")
