@@ -8,6 +8,7 @@ never stored. Every change also leaves an audit row (``tracked`` / ``cleared``) 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -20,6 +21,8 @@ from fs_dynroute import admin
 from fs_dynroute.models import Audit, Route, Rule, Track, destination_map, utcnow
 from fs_dynroute.tracker import DEFAULT_CAUSES, DEFAULT_TTL, MODES, Hangup, Skip, TrackSpec, Write, decide
 
+log = logging.getLogger(__name__)
+_REPORTED: set[str] = set()  # rules whose broken settings were logged (once per process, not per batch)
 _CAUSE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _TTL = re.compile(r"\d{1,6}[smhdw]")
 
@@ -88,9 +91,9 @@ def set_track(rule_name: str, options: TrackOptions) -> Track:
     track = Track.get_or_none(Track.rule == rule)
     check_options(options, new=track is None)
     if track is None:
-        track = Track(rule=rule, mode=options.mode, ttl=DEFAULT_TTL[options.mode], causes=",".join(DEFAULT_CAUSES))
-    if options.mode is not None:
-        track.mode = options.mode
+        track = Track(rule=rule, mode=options.mode, causes=",".join(DEFAULT_CAUSES))
+    if options.mode is not None and options.mode != track.mode or track.id is None:
+        track.mode, track.ttl = options.mode, DEFAULT_TTL[options.mode]  # a new mode: its default expiry
     if options.agents is not None:
         track.agents = _check_agents(options.agents)
     if options.ttl is not None:
@@ -120,7 +123,11 @@ def load_specs() -> list[TrackSpec]:
     for track in Track.select(Track, Rule).join(Rule).order_by(Rule.name):
         try:
             agents = re.compile(track.agents)
-        except re.error:
+        except re.error as exc:
+            if track.rule.name not in _REPORTED:
+                _REPORTED.add(track.rule.name)
+                log.warning("rule %r is not fed: its agents pattern %r is broken (%s)", track.rule.name,
+                            track.agents, exc)
             continue
         causes = frozenset(c for c in track.causes.split(",") if c)
         specs.append(TrackSpec(track.rule.name, track.mode, agents, track.ttl, causes))

@@ -59,7 +59,12 @@ def test_rule_track_options_are_stored_shown_and_checked_before_anything_is_writ
         assert "Other" not in cli("rule", "list").stdout  # nothing written
     refused = cli("rule", "edit", "Customer Routing", "--agents", "1", ok=False)
     assert refused.returncode == 2 and "not tracked" in refused.stderr
+    cli("rule", "edit", "Callbacks", "--track", "last-agent", "--agents", "^2")  # a new mode: its default expiry
+    assert "mode=last-agent agents=^2 ttl=30d" in cli("rule", "show", "Callbacks").stdout
     cli("rule", "edit", "Callbacks", "--no-track")
+    assert "track: no" in cli("rule", "show", "Callbacks").stdout
+    cli("rule", "delete", "Callbacks")  # its settings go with it
+    cli(*CALLBACKS)
     assert "track: no" in cli("rule", "show", "Callbacks").stdout
 
 
