@@ -385,3 +385,21 @@ def test_an_encoded_newline_cannot_forge_the_customer(client: str, switch: Inbou
         switch.deliver([forged])
         settled(tracker, 1)
     assert set(routes("Callbacks")) == {"5551000002"}
+
+
+def test_the_queue_is_bounded_and_what_it_drops_is_counted(switch: InboundSwitch, db: pw.Database,
+                                                           db_url: str) -> None:
+    tracked_rules()
+    with outage(db_url) as (url, down, up):
+        with tracking(switch, open_database(url, busy_timeout=0.1), max_queue=5) as tracker:
+            subscribed(switch, tracker)
+            down()
+            switch.deliver(captured_hangups()["s2"] + captured_hangups()["s3"])
+            wait_until(lambda: tracker.stats.events == 8 and tracker.stats.database_down_since is not None)
+            gevent.sleep(0.3)
+            assert tracker.stats.dropped == 3 and tracker.stats.queued == 5  # the three oldest went
+            up()
+            assert tracker.wait_idle(10)
+            assert tracker.stats.written + sum(tracker.stats.skipped.values()) == 5 * 2  # 5 hangups, 2 rules
+    db.close()
+    assert len(routes("Callbacks")) == tracker.stats.written
