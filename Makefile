@@ -24,3 +24,8 @@ test: install
 
 clean:
 	rm -rf $(VENV) var *.egg-info
+
+# The missed-call loop of "Callbacks that keep themselves", with the fake FreeSWITCH on both sockets.
+.PHONY: demo-callback
+demo-callback: install
+	$(BIN)/python -m fs_dynroute.fakeswitch.callback_demo

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import peewee as pw
 
-from fs_dynroute import __version__, admin, csvio, demo
+from fs_dynroute import __version__, admin, csvio, demo, track_cli
 from fs_dynroute.config import BY_NAME, SETTINGS, ConfigError, ServeConfig, check_context, resolve
 from fs_dynroute.database import DatabaseURLError, open_database, write_transaction
 from fs_dynroute.destinations import DestinationError
@@ -320,14 +320,18 @@ def _rule_options(p: argparse.ArgumentParser, *, adding: bool) -> None:
 
 def add_rule_commands(commands: Commands) -> None:
     rule = commands.group("rule", "manage rules")
-    _rule_options(rule.leaf("add", cmd_rule_add, help="add a rule"), adding=True)
-    _rule_options(rule.leaf("edit", cmd_rule_edit, help="change a rule"), adding=False)
+    add = rule.leaf("add", cmd_rule_add, help="add a rule")
+    edit = rule.leaf("edit", cmd_rule_edit, help="change a rule")
+    _rule_options(add, adding=True)
+    _rule_options(edit, adding=False)
     for name, enabled in (("enable", True), ("disable", False)):
         p = rule.leaf(name, cmd_rule_switch, help=f"switch a rule {'on' if enabled else 'off'}")
         p.add_argument("name")
         p.set_defaults(enabled=enabled)
     rule.leaf("delete", cmd_rule_delete, help="delete a rule and its routes").add_argument("name")
-    rule.leaf("show", cmd_rule_show, json=True, help="show one rule").add_argument("name")
+    show = rule.leaf("show", cmd_rule_show, json=True, help="show one rule")
+    show.add_argument("name")
+    track_cli.add_rule_options(add, edit, show)
     rule.leaf("list", cmd_rule_list, json=True, help="list the rules with their route counts")
 
 
@@ -390,7 +394,8 @@ def add_serve_commands(commands: Commands) -> None:
 
 # Each builder adds one group of commands; a new command is a builder function added here.
 BUILDERS: tuple[Callable[[Commands], None], ...] = (
-    add_setup, add_rule_commands, add_route_commands, add_dest_commands, add_query_commands, add_serve_commands)
+    add_setup, add_rule_commands, add_route_commands, add_dest_commands, add_query_commands, add_serve_commands,
+    track_cli.add_track_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,4 +127,21 @@ def destination_map() -> dict[str, str]:
     return {d.name: d.transfer for d in Destination.select().order_by(Destination.name)}
 
 
-MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion)
+class Track(BaseModel):
+    """How a rule is fed from call outcomes (``rule add/edit --track``): one row per tracked rule.
+
+    ``mode`` is ``missed`` or ``last-agent``; ``agents`` a regular expression for the agents' numbers;
+    ``ttl`` a duration such as ``72h`` ('' = the routes never expire); ``causes`` comma-separated hangup causes.
+    """
+
+    rule = pw.ForeignKeyField(Rule, backref="track", on_delete="CASCADE", unique=True)
+    mode = pw.CharField(max_length=16)
+    agents = pw.CharField(max_length=255)
+    ttl = pw.CharField(max_length=16, default="")
+    causes = pw.CharField(max_length=255, default="")
+
+    class Meta:
+        table_name = "dynroute_track"
+
+
+MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion, Track)

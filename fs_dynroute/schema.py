@@ -15,7 +15,7 @@ import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
 from fs_dynroute.admin import UserError
-from fs_dynroute.models import MODELS, Change, Destination, Rule, SchemaVersion, name_key
+from fs_dynroute.models import MODELS, Change, Destination, Rule, SchemaVersion, Track, name_key
 from fs_dynroute.triggers import TRIGGERS
 
 Migration = Callable[[pw.Database, SchemaMigrator], None]
@@ -84,8 +84,14 @@ def _rebuild_change_table(db: pw.Database) -> None:
     install_triggers(db)
 
 
+def create_track_table(db: pw.Database, migrator: SchemaMigrator | None = None) -> None:
+    """Version 4: the tracker's per-rule settings, ``dynroute_track`` (issue 13). create_tables has made it
+    already; this step names the version that brought it."""
+    db.create_tables([Track], safe=True)
+
+
 # version -> the step that brings a database from version-1 up to it. Missing tables are created first.
-MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: names_and_change_ids}
+MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: names_and_change_ids, 4: create_track_table}
 CURRENT_VERSION = max(MIGRATIONS, default=1)
 
 

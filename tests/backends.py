@@ -13,8 +13,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
+
+from fs_dynroute.database import backend_of
 
 BACKENDS = [b for b in os.environ.get("DYNROUTE_TEST_BACKENDS", "sqlite,mysql,postgresql").split(",") if b]
 SERVERS = {
@@ -65,3 +68,50 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
                             "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()
+
+
+class DatabaseOutage:
+    """Takes one test database away from its clients and gives it back, as an outage would."""
+
+    def __init__(self, db_url: str) -> None:
+        self.backend = backend_of(db_url)
+        self.name = urlparse(db_url).path.lstrip("/")
+        self.admin = admin_connection(self.backend)
+        self.url = db_url
+        if self.backend == "mysql":  # a user of its own, so it can be locked out without touching root
+            user, password = f"dr_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+            self.sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+                     f"GRANT ALL ON {self.name}.* TO '{user}'@'%'")
+            self.user = user
+            self.url = db_url.replace("root@", f"{user}:{password}@")
+
+    def sql(self, *statements: str) -> list[tuple]:
+        rows: list[tuple] = []
+        with self.admin.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+                rows = list(cur.fetchall()) if cur.description else []
+        return rows
+
+    def kill_connections(self) -> None:
+        if self.backend == "mysql":
+            for (pid,) in self.sql(f"SELECT id FROM information_schema.processlist WHERE user = '{self.user}'"):
+                self.sql(f"KILL {pid}")
+        else:
+            self.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()")
+
+    def down(self) -> None:
+        self.sql(f"ALTER USER '{self.user}'@'%' ACCOUNT LOCK" if self.backend == "mysql"
+                 else f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS false")
+        self.kill_connections()
+
+    def up(self) -> None:
+        self.sql(f"ALTER USER '{self.user}'@'%' ACCOUNT UNLOCK" if self.backend == "mysql"
+                 else f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS true")
+
+    def close(self) -> None:
+        self.up()
+        if self.backend == "mysql":
+            self.sql(f"DROP USER '{self.user}'@'%'")
+        self.admin.close()

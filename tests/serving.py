@@ -81,6 +81,20 @@ def table_contents(db_url: str) -> dict[str, list[tuple]]:
                 for m in MODELS}
 
 
+NO_MATCH = "5000 XML default"  # the demo rule's No Match Destination (main-ivr)
+
+# The decision table every front door answers the same way (tests/test_inprocess.py runs it through mod_python3).
+CALLS = [
+    ("+15551111111", "1001 XML default"),
+    ("15552222222", "1002 XML default"),
+    ("+1 (555) 222-2222", "1002 XML default"),
+    ("+15559999999", NO_MATCH),
+    ("anonymous", NO_MATCH),
+    (None, NO_MATCH),  # FreeSWITCH sends 0000000000
+    ("", NO_MATCH),
+]
+
+
 # -- the service in-process ------------------------------------------------------------------------------------
 
 def open_fds() -> set[str]:

@@ -31,9 +31,8 @@ from fs_dynroute.models import Audit, Route, Rule
 from fs_dynroute.store import SQLStore
 from tests.backends import BACKENDS
 from tests.serving import running_server
-from tests.test_cli import SCRIPT
-from tests.test_outage import Switch
-from tests.test_server import CALLS, NO_MATCH, write_locked
+from tests.serving import CALLS, NO_MATCH, SCRIPT, write_locked
+from tests.backends import DatabaseOutage
 
 OTHER_DEFAULT = "9999 XML default"  # a dialplan default that is not the rule's No Match Destination
 DYNROUTE_VARIABLES = ("dynroute_target", "dynroute_result", "dynroute_rule", "dynroute_key")
@@ -322,7 +321,7 @@ def test_database_down_the_default_stands_within_the_deadline(freeswitch: Freesw
                                                               db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     demo.load()
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))  # every match needs the database
-    outage = Switch(db_url)
+    outage = DatabaseOutage(db_url)
     try:
         monkeypatch.setenv("DYNROUTE_DB", outage.url)
         monkeypatch.setenv("DYNROUTE_STALE_AFTER", "1.0")

@@ -8,68 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import gevent
 import peewee as pw
 import pytest
 
 from fs_dynroute import admin, demo
-from fs_dynroute.database import backend_of
-from tests.backends import BACKENDS, admin_connection
+from tests.backends import BACKENDS, DatabaseOutage
 from fs_dynroute.fakeswitch.switch import place_call
 from tests.serving import dialplan_for, running_server
 
 NO_MATCH = "5000 XML default"
-
-
-class Switch:
-    """Takes one test database away from its clients and gives it back, as an outage would."""
-
-    def __init__(self, db_url: str) -> None:
-        self.backend = backend_of(db_url)
-        self.name = urlparse(db_url).path.lstrip("/")
-        self.admin = admin_connection(self.backend)
-        self.url = db_url
-        if self.backend == "mysql":  # a user of its own, so it can be locked out without touching root
-            user, password = f"dr_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-            self.sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
-                     f"GRANT ALL ON {self.name}.* TO '{user}'@'%'")
-            self.user = user
-            self.url = db_url.replace("root@", f"{user}:{password}@")
-
-    def sql(self, *statements: str) -> list[tuple]:
-        rows: list[tuple] = []
-        with self.admin.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-                rows = list(cur.fetchall()) if cur.description else []
-        return rows
-
-    def kill_connections(self) -> None:
-        if self.backend == "mysql":
-            for (pid,) in self.sql(f"SELECT id FROM information_schema.processlist WHERE user = '{self.user}'"):
-                self.sql(f"KILL {pid}")
-        else:
-            self.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()")
-
-    def down(self) -> None:
-        self.sql(f"ALTER USER '{self.user}'@'%' ACCOUNT LOCK" if self.backend == "mysql"
-                 else f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS false")
-        self.kill_connections()
-
-    def up(self) -> None:
-        self.sql(f"ALTER USER '{self.user}'@'%' ACCOUNT UNLOCK" if self.backend == "mysql"
-                 else f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS true")
-
-    def close(self) -> None:
-        self.up()
-        if self.backend == "mysql":
-            self.sql(f"DROP USER '{self.user}'@'%'")
-        self.admin.close()
 
 
 # An SQLite file has no server to go down or connections to kill: these run on the two servers.
@@ -77,15 +27,15 @@ pytestmark = pytest.mark.parametrize("db_url", [b for b in BACKENDS if b != "sql
 
 
 @pytest.fixture
-def switch(db: pw.Database, db_url: str) -> Iterator[Switch]:
+def switch(db: pw.Database, db_url: str) -> Iterator[DatabaseOutage]:
     demo.load()
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))  # every match needs the database
-    s = Switch(db_url)
+    s = DatabaseOutage(db_url)
     yield s
     s.close()
 
 
-def test_killed_connections_next_call_is_routed_correctly(switch: Switch) -> None:
+def test_killed_connections_next_call_is_routed_correctly(switch: DatabaseOutage) -> None:
     with running_server(switch.url) as server:
         dialplan = dialplan_for(server)
         assert place_call(dialplan, "+15551111111", "5550100").target == "1001 XML default"
@@ -94,7 +44,7 @@ def test_killed_connections_next_call_is_routed_correctly(switch: Switch) -> Non
 
 
 def test_database_down_no_match_within_deadline_logged_once_each_way(
-        switch: Switch, caplog: pytest.LogCaptureFixture) -> None:
+        switch: DatabaseOutage, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="fs_dynroute")
     with running_server(switch.url, stale_after=1.0, decision_timeout=1.0) as server:
         dialplan = dialplan_for(server)

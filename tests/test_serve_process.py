@@ -64,11 +64,11 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(db_url: s
             server.proc.send_signal(signal.SIGTERM)
             wait_until(lambda: refused(server.port), what="the listener to close after SIGTERM")
         sent = []
-        while (command := fs.command(timeout=5)) is not None and command.line != "exit":
+        while (command := fs.command(timeout=5)) is not None:  # one multiset, then the server closes
             sent.append(command.headers["execute-app-arg"])
             fs.send(esl.command_reply("+OK"))
         fs.close()
-        assert command is not None and sent[0] == "dynroute_target=1001 XML default"  # finished, with its route
+        assert len(sent) == 1 and sent[0].startswith("^^|dynroute_target=1001 XML default|")  # finished, routed
         code, log = server.stop()
         assert code == 0 and "stopped" in log
     finally:

@@ -18,9 +18,8 @@ from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from fs_dynroute.models import Audit, Route
 from fs_dynroute.service import Service
 from fs_dynroute.store import SQLStore
-from tests.serving import dialplan_for, hosts, running_server, settle, wait_until, write_locked
+from tests.serving import CALLS, NO_MATCH, dialplan_for, hosts, running_server, settle, wait_until, write_locked
 
-NO_MATCH = "5000 XML default"  # the demo rule's No Match Destination (main-ivr)
 
 
 def generated_dialplan(server: Service, source: str = "5550100") -> Dialplan:
@@ -34,16 +33,6 @@ def call(server: Service, caller: str | None, dest: str = "5550100", **kw: objec
     return place_call(generated_dialplan(server, dest), caller, dest, stuck_after=3.0, **kw)
 
 
-# The decision table every front door answers the same way (tests/test_inprocess.py runs it through mod_python3).
-CALLS = [
-    ("+15551111111", "1001 XML default"),
-    ("15552222222", "1002 XML default"),
-    ("+1 (555) 222-2222", "1002 XML default"),
-    ("+15559999999", NO_MATCH),
-    ("anonymous", NO_MATCH),
-    (None, NO_MATCH),  # FreeSWITCH sends 0000000000
-    ("", NO_MATCH),
-]
 
 
 @pytest.mark.parametrize("caller, target", CALLS)

@@ -56,3 +56,15 @@ def notes(path: str | os.PathLike[str]) -> list[str]:
 def names(*subdirs: str) -> list[str]:
     """Sorted capture names such as ``"sync/S18.repr"`` in the given subdirectories."""
     return sorted(f"{sub}/{p.name}" for sub in subdirs for p in (CAPTURE_DIR / sub).glob("*.repr"))
+
+
+def scenario_chunks(path: str | os.PathLike[str]) -> list[tuple[str, bytes]]:
+    """The chunks FreeSWITCH sent, each with the scenario running when it came (``s1``...; ``""`` before the
+    first): a ``### +T scenario sN: ...`` note starts a scenario (the inbound captures mark them so)."""
+    current, out = "", []
+    for line in resolve(path).read_text(encoding="ascii").splitlines():
+        if line.startswith("### ") and line.split(" ", 3)[2:3] == ["scenario"]:
+            current = line.split(" ", 4)[3].rstrip(":")
+        elif line.startswith(RECEIVED + " "):
+            out.append((current, ast.literal_eval(line.split(" ", 2)[2])))
+    return out
