@@ -168,10 +168,7 @@ def validate_route(rule: Rule, caller_id: str, destination: str, notes: str, exp
     ``checked`` remembers destinations already found good, for imports where thousands of rows
     share a few destinations.
     """
-    try:
-        key = stored_key(caller_id, rule.digits_match, prefix=rule.match_mode == "prefix")
-    except CallerIDError as exc:
-        raise UserError(f"caller_id: {exc}") from None
+    key = route_key(rule, caller_id)
     destination = destination.strip()
     if destination:
         if checked is None or destination not in checked:
@@ -224,12 +221,17 @@ def add_route(rule_name: str, caller_id: str, destination: str, notes: str = "",
     return row
 
 
-def delete_route(rule_name: str, caller_id: str) -> None:
-    rule = get_rule(rule_name)
+def route_key(rule: Rule, caller_id: str) -> str:
+    """The key a route for ``caller_id`` (any format) is stored under in ``rule``."""
     try:
-        key = stored_key(caller_id, rule.digits_match, prefix=rule.match_mode == "prefix")
+        return stored_key(caller_id, rule.digits_match, prefix=rule.match_mode == "prefix")
     except CallerIDError as exc:
         raise UserError(f"caller_id: {exc}") from None
+
+
+def delete_route(rule_name: str, caller_id: str) -> None:
+    rule = get_rule(rule_name)
+    key = route_key(rule, caller_id)
     if not Route.delete().where((Route.rule == rule) & (Route.caller_key == key)).execute():
         raise UserError(f"caller_id: no route for key {key} in rule {rule_name!r}")
 

@@ -16,8 +16,8 @@ import peewee as pw
 from fs_dynroute import __version__, admin, csvio, demo
 from fs_dynroute.database import DatabaseURLError, open_database
 from fs_dynroute.destinations import DestinationError
+from fs_dynroute.dryrun import dry_run
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
-from fs_dynroute.routing import route_call
 from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
 from fs_dynroute.store import SQLStore
 
@@ -146,14 +146,7 @@ def cmd_dest(args: argparse.Namespace) -> int:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     with opened(args, write=False) as db:
-        store = SQLStore(db, args.default_context)
-        rule = store.rule_for(name=args.rule) if args.rule else store.rule_for(source=args.source)
-        if rule is None:
-            raise admin.UserError(f"source: no rule serves {args.source!r}" if not args.rule
-                                  else f"rule {args.rule!r} does not exist")
-        d = route_call(store, rule, args.caller_id, dry_run=True)
-    data = {"result": d.result.value, "destination": d.destination, "key": d.key, "rule": rule.name,
-            "notes": d.route.notes if d.route else "", "reason": d.reason}
+        data = dry_run(db, args.default_context, args.caller_id, source=args.source, rule=args.rule)
     emit(args, data, [f"{k}: {v}" for k, v in data.items()])
     return 0
 
@@ -338,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "FreeSWITCH tries them in order (default 127.0.0.1:8084)")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
     p.set_defaults(func=cmd_dialplan)
+
+    from fs_dynroute import webcli  # its module imports this one
+
+    webcli.register(sub, common, as_json)
     return parser
 
 

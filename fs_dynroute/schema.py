@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
-from fs_dynroute.models import MODELS, SchemaVersion
+from fs_dynroute.models import MODELS, SchemaVersion, Token
 from fs_dynroute.triggers import TRIGGERS
 
 Migration = Callable[[pw.Database, SchemaMigrator], None]
@@ -35,8 +35,13 @@ def install_triggers(db: pw.Database, migrator: SchemaMigrator | None = None) ->
         db.execute_sql(statement)
 
 
+def create_token_table(db: pw.Database, migrator: SchemaMigrator | None = None) -> None:
+    """Version 3 (web branch; renumber at merge): dynroute_token, the API and admin-page tokens."""
+    db.create_tables([Token], safe=True)
+
+
 # version -> the step that brings a database from version-1 up to it. Missing tables are created first.
-MIGRATIONS: dict[int, Migration] = {2: install_triggers}
+MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: create_token_table}
 CURRENT_VERSION = max(MIGRATIONS, default=1)
 
 

@@ -1,0 +1,69 @@
+"""The ``web`` and ``token`` sub-commands, registered on the main parser by :func:`register`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fs_dynroute import tokens
+from fs_dynroute.cli import _listen, check_schema, emit, opened
+from fs_dynroute.database import open_database
+from fs_dynroute.models import database
+
+DEFAULT_WEB = "127.0.0.1:8085"
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from fs_dynroute.web import create_app  # Flask only where the page is served
+    from fs_dynroute.web.server import WebServer
+
+    db = open_database(args.db, pooled=True, max_connections=args.threads + 2)
+    database.initialize(db)
+    check_schema(db)
+    secret = Path(args.secret_file).read_text().strip() if args.secret_file else None
+    app = create_app(db, default_context=args.default_context, secret_key=secret,
+                     secure_cookies=args.secure_cookies)
+    WebServer(app, args.listen, threads=args.threads).serve_until_signalled()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    with opened(args, write=args.action != "list"):
+        if args.action == "add":
+            token = tokens.add(args.name, read_only=args.read_only)
+            print(token)
+            print(f"token {args.name!r} ({'read-only' if args.read_only else 'read and write'}) added; "
+                  "it is shown only this once", file=sys.stderr)
+        elif args.action == "revoke":
+            tokens.revoke(args.name)
+            print(f"token {args.name!r} revoked")
+        else:
+            rows = tokens.listing()
+            emit(args, rows, [f"{t['name']}\t{'read-only' if t['read_only'] else 'read-write'}\t"
+                              f"created {t['created_at']}\tlast used {t['last_used'] or 'never'}" for t in rows]
+                 or ["no tokens"])
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
+             as_json: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("web", parents=[common], help="serve the admin page, the JSON API (/api), /metrics and /health")
+    p.add_argument("--listen", type=_listen, default=DEFAULT_WEB, help=f"host:port (default {DEFAULT_WEB})")
+    p.add_argument("--threads", type=int, default=8, help="requests served at once (default 8)")
+    p.add_argument("--secret-file", help="file holding the key that signs session cookies; give every web "
+                   "process behind one address the same file (default: a new key per start)")
+    p.add_argument("--secure-cookies", action="store_true", help="send the session cookie over HTTPS only "
+                   "(set when a TLS proxy is in front)")
+    p.set_defaults(func=cmd_web)
+
+    token = sub.add_parser("token", help="API and admin-page tokens").add_subparsers(dest="action", required=True)
+    p = token.add_parser("add", parents=[common], help="create a token and print it (shown only once)")
+    p.add_argument("name")
+    p.add_argument("--read-only", action="store_true", help="may read everything and change nothing")
+    p.set_defaults(func=cmd_token)
+    token.add_parser("list", parents=[common, as_json], help="names, scopes and times; never the secret"
+                     ).set_defaults(func=cmd_token)
+    p = token.add_parser("revoke", parents=[common], help="stop a token working, at once, on every node")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_token)
