@@ -16,7 +16,7 @@ RESULTS = ("match", "nomatch", "error", "consumed", "disabled")
 HITS = ("match", "consumed")
 
 
-def _empty() -> dict[str, object]:
+def empty() -> dict[str, object]:
     return {"calls": 0, **{r: 0 for r in RESULTS}, "calls_today": 0, "hits_today": 0, "hit_rate_today": None,
             "last_hit": None}
 
@@ -31,7 +31,7 @@ def rule_stats(rule_name: str | None = None, now: dt.datetime | None = None) -> 
         query = query.where(Audit.rule_name == rule_name)
     stats: dict[str, dict[str, object]] = {}
     for name, result, count, today_count, last_hit in query.group_by(Audit.rule_name, Audit.result).tuples():
-        s = stats.setdefault(name, _empty())
+        s = stats.setdefault(name, empty())
         s[result] = int(count)
         s["calls"] += int(count)
         s["calls_today"] += int(today_count or 0)
@@ -45,7 +45,7 @@ def rule_stats(rule_name: str | None = None, now: dt.datetime | None = None) -> 
 
 
 def for_rule(rule_name: str) -> dict[str, object]:
-    return rule_stats(rule_name).get(rule_name, _empty())
+    return rule_stats(rule_name).get(rule_name, empty())
 
 
 def recent(limit: int = 50, rule_name: str | None = None) -> list[dict[str, object]]:

@@ -89,7 +89,7 @@ def signout() -> Response:
 @pages.get("/")
 def index() -> str:
     rules = [rule_dict(r) for r in Rule.select().order_by(Rule.name)]
-    return render_template("rules.html", rules=rules, stats=stats.rule_stats())
+    return render_template("rules.html", rules=rules, stats=stats.rule_stats(), empty=stats.empty())
 
 
 @pages.get("/stats.json")
