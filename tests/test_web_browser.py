@@ -96,6 +96,14 @@ def stored(db_url: str) -> tuple[list[tuple], list[tuple]]:
                 list(Route.select(Route.caller_key, Route.destination, Route.notes).order_by(Route.caller_key).tuples()))
 
 
+def sign_in(browser: object, web: Web, token: str) -> object:
+    page = browser.new_page()
+    page.goto(web.url + "/signin")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    return page
+
+
 def wait_for(condition: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -206,10 +214,7 @@ def test_an_administrator_session_from_sign_in_to_sign_out(site: tuple, browser:
 
 def test_a_read_only_token_sees_the_page_and_cannot_change_anything(site: tuple, browser: object) -> None:
     web, db_url, _, reader = site
-    page = browser.new_page()
-    page.goto(web.url + "/signin")
-    page.fill("#token", reader)
-    page.click("button[type=submit]")
+    page = sign_in(browser, web, reader)
     assert page.is_disabled('tr[data-rule="Customer Routing"] input[name=enabled]')
     assert page.locator("text=+ Add rule").count() == 0
     csrf = page.get_attribute('meta[name="csrf-token"]', "content")
@@ -220,10 +225,7 @@ def test_a_read_only_token_sees_the_page_and_cannot_change_anything(site: tuple,
 
 def test_a_revoked_token_ends_its_page_sessions_at_once(site: tuple, browser: object) -> None:
     web, db_url, token, _ = site
-    page = browser.new_page()
-    page.goto(web.url + "/signin")
-    page.fill("#token", token)
-    page.click("button[type=submit]")
+    page = sign_in(browser, web, token)
     assert page.url == web.url + "/"
     CLI(db_url)("token", "revoke", "admin")
     page.goto(web.url + "/rules/Customer Routing")
