@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from fs_dynroute import tokens
+from fs_dynroute.admin import UserError
 from fs_dynroute.cli import _listen, check_schema, emit, opened
 from fs_dynroute.database import open_database
+from fs_dynroute.dialplan import parse_servers
 from fs_dynroute.models import database
 
 DEFAULT_WEB = "127.0.0.1:8085"
@@ -22,8 +24,12 @@ def cmd_web(args: argparse.Namespace) -> int:
     database.initialize(db)
     check_schema(db)
     secret = Path(args.secret_file).read_text().strip() if args.secret_file else None
-    app = create_app(db, default_context=args.default_context, secret_key=secret,
-                     secure_cookies=args.secure_cookies)
+    try:
+        servers = parse_servers(args.dialplan_server)
+    except ValueError as exc:
+        raise UserError(str(exc).replace("--server", "--dialplan-server")) from None
+    app = create_app(db, default_context=args.default_context, secret_key=secret, secure_cookies=args.secure_cookies,
+                     dialplan_servers=servers, dialplan_context=args.dialplan_context)
     WebServer(app, args.listen, threads=args.threads).serve_until_signalled()
     return 0
 
@@ -55,6 +61,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
                    "process behind one address the same file (default: a new key per start)")
     p.add_argument("--secure-cookies", action="store_true", help="send the session cookie over HTTPS only "
                    "(set when a TLS proxy is in front)")
+    p.add_argument("--dialplan-server", default="127.0.0.1:8084", help="for the mod_xml_curl endpoint "
+                   "/freeswitch/dialplan: fs-dynroute server(s) as `dialplan --server` takes them (default 127.0.0.1:8084)")
+    p.add_argument("--dialplan-context", default="public", help="the dialplan context the endpoint answers for "
+                   "(default public)")
     p.set_defaults(func=cmd_web)
 
     token = sub.add_parser("token", help="API and admin-page tokens").add_subparsers(dest="action", required=True)

@@ -6,9 +6,11 @@ test drives a real ``fs-dynroute serve`` process with the fake FreeSWITCH.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -347,3 +349,67 @@ def test_an_api_write_routes_the_next_call_through_a_running_server(api: Api, db
             assert time.monotonic() - written < 2.0
     finally:
         node.close()
+
+
+# -- mod_xml_curl ----------------------------------------------------------------------------------------------
+
+def fetch(client: FlaskClient, token: str | None, number: str, **fields: str) -> tuple[int, str]:
+    """A dialplan fetch as mod_xml_curl posts it (form-encoded, Basic credentials from gateway-credentials)."""
+    form = {"section": "dialplan", "tag_name": "", "key_name": "", "key_value": "", "Event-Name": "REQUEST_PARAMS",
+            "Hunt-Context": "public", "Hunt-Destination-Number": number, "Caller-Context": "public",
+            "Caller-Destination-Number": number, **fields}
+    auth = {"Authorization": "Basic " + base64.b64encode(f"freeswitch:{token}".encode()).decode()} if token else {}
+    answer = client.post("/freeswitch/dialplan", data=form, headers=auth)
+    return answer.status_code, answer.get_data(as_text=True)
+
+
+def extensions(xml_text: str) -> list[bytes]:
+    return [ET.tostring(e) for e in ET.fromstring(xml_text).iter("extension")]
+
+
+def test_mod_xml_curl_gets_the_extension_the_generated_file_holds(client: FlaskClient, api: Api, db_url: str,
+                                                                   tmp_path: Path) -> None:
+    status, answer = fetch(client, api.token, "5550100")
+    assert status == 200
+    root = ET.fromstring(answer)
+    assert (root.tag, root.get("type"), root.find("section").get("name")) == ("document", "freeswitch/xml", "dialplan")
+    assert root.find("section/context").get("name") == "public"
+    generated = CLI(db_url)("dialplan").stdout
+    assert extensions(answer) == extensions(generated)
+    assert Dialplan.from_xml(answer, "5550100", "public").actions == Dialplan.from_xml(generated, "5550100").actions
+
+    node = Node(db_url, tmp_path / "serve.log")
+    try:
+        node.wait_listening()
+        status, answer = fetch(client, api.token, "5550100", **{"Hunt-Context": "", "Hunt-Destination-Number": ""})
+        live = Dialplan.from_xml(answer.replace("127.0.0.1:8084", node.host), "5550100", "public")
+        assert place_call(live, "+15551111111", "5550100", stuck_after=3.0).target == "1001 XML default"
+        assert place_call(live, "+15559999999", "5550100", stuck_after=3.0).target == "5000 XML default"
+    finally:
+        node.close()
+
+
+def test_mod_xml_curl_follows_the_rules_as_they_change(client: FlaskClient, api: Api) -> None:
+    assert "5550200" not in fetch(client, api.token, "5550200")[1]
+    assert api("POST", "/api/rules", {"name": "Night", "source": "5550200", "digits_match": 10,
+                                      "no_match_destination": "1009"})[0] == 201
+    actions = Dialplan.from_xml(fetch(client, api.token, "5550200")[1], "5550200", "public").actions
+    assert ("set", "dynroute_rule=Night") in actions and ("set", "dynroute_target=1009 XML default") in actions
+    assert api("PATCH", "/api/rules/Night", {"enabled": False})[0] == 200
+    assert 'status="not found"' in fetch(client, api.token, "5550200")[1]
+
+
+@pytest.mark.parametrize("fields", [{"section": "directory"}, {"Hunt-Context": "default", "Caller-Context": "default"},
+                                    {"Hunt-Destination-Number": "5550999", "Caller-Destination-Number": "5550999"}])
+def test_mod_xml_curl_answers_not_found_for_anything_else(client: FlaskClient, api: Api, fields: dict) -> None:
+    status, answer = fetch(client, api.token, "5550100", **fields)
+    root = ET.fromstring(answer)
+    assert status == 200 and root.find("section").get("name") == "result"
+    assert root.find("section/result").get("status") == "not found"
+
+
+def test_mod_xml_curl_needs_a_token_as_its_password(client: FlaskClient, api: Api) -> None:
+    assert fetch(client, None, "5550100")[0] == 401
+    assert fetch(client, "fsdr_000000000000_wrong", "5550100")[0] == 401
+    tokens.revoke("crm")
+    assert fetch(client, api.token, "5550100")[0] == 401

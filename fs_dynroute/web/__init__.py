@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import peewee as pw
@@ -24,6 +25,7 @@ from fs_dynroute.schema import CURRENT_VERSION, stored_version
 from fs_dynroute.web.api import api
 from fs_dynroute.web.errors import error_body, status_of
 from fs_dynroute.web.pages import pages
+from fs_dynroute.web.xmlcurl import xmlcurl
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,19 @@ _REASONS = {401: "a valid token is required: Authorization: Bearer <token from '
 
 
 def create_app(db: pw.Database, *, default_context: str = "default", secret_key: str | None = None,
-               secure_cookies: bool = False) -> APIFlask:
-    """The application over ``db`` (bound to the models here; pass the server's own database inside serve)."""
+               secure_cookies: bool = False, dialplan_servers: Sequence[str] = ("127.0.0.1:8084",),
+               dialplan_context: str = "public") -> APIFlask:
+    """The application over ``db`` (bound to the models here; pass the server's own database inside serve).
+
+    ``dialplan_servers`` and ``dialplan_context`` are what ``fs-dynroute dialplan`` takes as --server and
+    --context: the mod_xml_curl endpoint answers with the same extension.
+    """
     database.initialize(db)
     app = APIFlask(__name__, title="fs-dynroute", version=__version__, spec_path="/api/openapi.json",
                    docs_path="/api/docs")
     app.config.update(
         VALIDATION_ERROR_STATUS_CODE=400, DEFAULT_CONTEXT=default_context,
+        DIALPLAN_SERVERS=list(dialplan_servers), DIALPLAN_CONTEXT=dialplan_context,
         SECRET_KEY=secret_key or secrets.token_hex(32),
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=secure_cookies,
         SESSION_COOKIE_NAME="fs_dynroute_session", WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=256 * 1024 * 1024,
@@ -46,8 +54,10 @@ def create_app(db: pw.Database, *, default_context: str = "default", secret_key:
                              "validated as the CLI validates it and reaches running servers within about a "
                              "second. Errors: 400 {error, field}, 401, 403 (read-only token), 404, 409."})
     app.json.sort_keys = False
-    CSRFProtect(app).exempt(api)  # the API takes Bearer tokens only, never the page's cookie
-    app.register_blueprint(api)
+    csrf = CSRFProtect(app)
+    for blueprint in (api, xmlcurl):  # they take a token in a header, never the page's cookie
+        csrf.exempt(blueprint)
+        app.register_blueprint(blueprint)
     app.register_blueprint(pages)
     _install_error_handlers(app)
 
