@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 
 from fs_dynroute import demo, tokens
 from fs_dynroute.admin import RouteRow, get_rule, upsert_routes
+from fs_dynroute.database import open_database
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from fs_dynroute.models import Audit, Route, Rule, Token, utcnow
 from fs_dynroute.web import create_app
@@ -413,3 +414,15 @@ def test_mod_xml_curl_needs_a_token_as_its_password(client: FlaskClient, api: Ap
     assert fetch(client, "fsdr_000000000000_wrong", "5550100")[0] == 401
     tokens.revoke("crm")
     assert fetch(client, api.token, "5550100")[0] == 401
+
+
+def test_a_database_without_the_schema_is_a_503_with_the_reason_never_a_stack_trace(tmp_path: Path) -> None:
+    client = create_app(open_database(f"sqlite:///{tmp_path / 'empty.db'}")).test_client()
+    health = client.get("/health")
+    assert health.status_code == 503 and "initdb" in health.get_json()["reason"]
+    answer = client.get("/api/rules", headers={"Authorization": "Bearer fsdr_000000000000_x"})
+    assert answer.status_code == 503 and answer.get_json() == {"error": "database unavailable: OperationalError",
+                                                               "field": None}
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/signin").get_data(as_text=True))[1]
+    page = client.post("/signin", data={"token": "fsdr_000000000000_x", "csrf_token": csrf})
+    assert page.status_code == 503 and "Traceback" not in page.get_data(as_text=True)
