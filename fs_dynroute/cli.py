@@ -13,7 +13,7 @@ from typing import Iterator
 
 import peewee as pw
 
-from fs_dynroute import __version__, admin, csvio, demo
+from fs_dynroute import __version__, admin, csvio, demo, dialplan_install
 from fs_dynroute.database import DatabaseURLError, open_database
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.dryrun import dry_run
@@ -219,6 +219,8 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
                 rules.append(store.rule_for(name=row.name))
             except DestinationError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
                 print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
+    if args.install or args.reload:
+        return dialplan_install.install(args, render(rules, servers, args.context))
     sys.stdout.write(render(rules, servers, args.context))
     return 0
 
@@ -330,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default="127.0.0.1:8084", help="fs-dynroute server(s), host:port[,host:port...]; "
                    "FreeSWITCH tries them in order (default 127.0.0.1:8084)")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
+    dialplan_install.add_options(p)
     p.set_defaults(func=cmd_dialplan)
 
     from fs_dynroute import webcli  # its module imports this one
