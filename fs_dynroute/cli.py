@@ -212,13 +212,9 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise admin.UserError(str(exc)) from None
     with opened(args, write=False) as db:
-        store = SQLStore(db, args.default_context)
-        rules = []
-        for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
-            try:
-                rules.append(store.rule_for(name=row.name))
-            except DestinationError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
-                print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
+        rules, left_out = dialplan_install.current_rules(SQLStore(db, args.default_context))
+    for line in left_out:
+        print(f"fs-dynroute: {line}", file=sys.stderr)
     if args.install or args.reload:
         return dialplan_install.install(args, render(rules, servers, args.context))
     sys.stdout.write(render(rules, servers, args.context))

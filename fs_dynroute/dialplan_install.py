@@ -9,12 +9,56 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from fs_dynroute import eslinbound
 from fs_dynroute.admin import UserError
+from fs_dynroute.decision import RuleView
+from fs_dynroute.destinations import DestinationError
+from fs_dynroute.dialplan import render
+from fs_dynroute.models import Rule
+from fs_dynroute.store import SQLStore
 
 FREESWITCH_DEFAULT_PASSWORD = "ClueCon"  # event_socket.conf.xml as FreeSWITCH ships it
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the generated dialplan goes and how FreeSWITCH hears of it (``web --dialplan-*``, ``--esl``)."""
+
+    servers: Sequence[str] = ("127.0.0.1:8084",)
+    context: str = "public"
+    file: Path | None = None  # the installed file the page keeps current, if any
+    esl: str | None = None  # reloadxml after installing, if set
+    password_file: str | None = None
+
+    def text(self, store: SQLStore) -> str:
+        return render(current_rules(store)[0], self.servers, self.context)
+
+    def is_current(self, store: SQLStore) -> bool:
+        """True when no file is managed, or the file holds what the rules generate now."""
+        return self.file is None or is_current(self.file, self.text(store))
+
+    def install(self, store: SQLStore) -> str:
+        """Write the file (and reload FreeSWITCH when an event socket is set); says what was done."""
+        assert self.file is not None
+        write_atomically(self.file, self.text(store))
+        done = f"dialplan written to {self.file}"
+        return done + (f"; FreeSWITCH reloadxml: {reload(self.esl, self.password_file)}" if self.esl else "")
+
+
+def current_rules(store: SQLStore) -> tuple[list[RuleView], list[str]]:
+    """The enabled rules as the dialplan gets them, and why any was left out: a rule whose name or destinations
+    are unsafe never goes into FreeSWITCH's dialplan."""
+    rules, left_out = [], []
+    for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
+        try:
+            rules.append(store.rule_for(name=row.name))
+        except DestinationError as exc:
+            left_out.append(f"rule {row.name!r} left out: {exc} (see 'fs-dynroute check')")
+    return rules, left_out
 
 
 def write_atomically(path: Path, text: str) -> bool:

@@ -11,6 +11,7 @@ from fs_dynroute.admin import UserError
 from fs_dynroute.cli import _listen, check_schema, emit, opened
 from fs_dynroute.database import open_database
 from fs_dynroute.dialplan import parse_servers
+from fs_dynroute.dialplan_install import Target
 from fs_dynroute.models import database
 
 DEFAULT_WEB = "127.0.0.1:8085"
@@ -28,8 +29,10 @@ def cmd_web(args: argparse.Namespace) -> int:
         servers = parse_servers(args.dialplan_server)
     except ValueError as exc:
         raise UserError(str(exc).replace("--server", "--dialplan-server")) from None
+    target = Target(servers, args.dialplan_context, Path(args.dialplan_file) if args.dialplan_file else None,
+                    args.esl, args.password_file)
     app = create_app(db, default_context=args.default_context, secret_key=secret, secure_cookies=args.secure_cookies,
-                     dialplan_servers=servers, dialplan_context=args.dialplan_context)
+                     dialplan=target)
     WebServer(app, args.listen, threads=args.threads).serve_until_signalled()
     return 0
 
@@ -65,6 +68,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
                    "/freeswitch/dialplan: fs-dynroute server(s) as `dialplan --server` takes them (default 127.0.0.1:8084)")
     p.add_argument("--dialplan-context", default="public", help="the dialplan context the endpoint answers for "
                    "(default public)")
+    p.add_argument("--dialplan-file", help="the installed dialplan file (as `dialplan --install FILE`): the page says "
+                   "when it is out of date and offers to install it")
+    p.add_argument("--esl", help="FreeSWITCH's inbound event socket host:port: the page's install also runs reloadxml")
+    p.add_argument("--password-file", help="file holding the event socket password (default: FreeSWITCH's ClueCon)")
     p.set_defaults(func=cmd_web)
 
     token = sub.add_parser("token", help="API and admin-page tokens").add_subparsers(dest="action", required=True)

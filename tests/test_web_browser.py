@@ -17,6 +17,7 @@ import pytest
 
 from fs_dynroute.database import open_database
 from fs_dynroute.models import Route, Rule, database
+from tests.fake_inbound import FakeInbound
 from tests.test_cli import CLI, SCRIPT
 from tests.test_serve_process import free_port
 
@@ -32,11 +33,11 @@ START_TIMEOUT = 15.0
 class Web:
     """``fs-dynroute web`` on 127.0.0.1:<free port>, logging to a file."""
 
-    def __init__(self, db_url: str, log_path: Path) -> None:
+    def __init__(self, db_url: str, log_path: Path, *extra: str) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self._log = open(log_path, "w")  # noqa: SIM115 - the process writes it until close()
         self.log_path = log_path
-        self.proc = subprocess.Popen([SCRIPT, "web", "--db", db_url, "--listen", self.url[7:]],
+        self.proc = subprocess.Popen([SCRIPT, "web", "--db", db_url, "--listen", self.url[7:], *extra],
                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.healthy():
@@ -249,3 +250,28 @@ def test_a_revoked_token_ends_its_page_sessions_at_once(site: tuple, browser: ob
     page.goto(web.url + "/rules/Customer Routing")
     assert page.url.startswith(web.url + "/signin")
 
+
+
+def test_the_page_says_when_the_installed_dialplan_is_out_of_date_and_installs_it(tmp_path: Path, browser: object) -> None:
+    db_url = f"sqlite:///{tmp_path / 'routes.db'}"
+    cli = CLI(db_url)
+    cli("initdb", "--demo")
+    token = cli("token", "add", "admin").stdout.strip()
+    installed = tmp_path / "50_dynroute.xml"
+    cli("dialplan", "--install", str(installed))
+    with FakeInbound() as switch:
+        web = Web(db_url, tmp_path / "web.log", "--dialplan-file", str(installed), "--esl", switch.address)
+        try:
+            page = sign_in(browser, web, token)
+            assert page.locator("#dialplan-stale").count() == 0
+            cli("rule", "add", "Night", "--source", "5550200", "--digits", "10", "--nomatch-dest", "1009")
+            page.reload()
+            assert "The FreeSWITCH dialplan is out of date" in page.inner_text("#dialplan-stale")
+            shot(page, "09-dialplan-out-of-date")
+            page.click("#dialplan-stale button")
+            assert "FreeSWITCH reloadxml: +OK [Success]" in page.inner_text("#flash")
+            assert page.locator("#dialplan-stale").count() == 0
+            assert installed.read_text() == cli("dialplan").stdout and "dynroute Night" in installed.read_text()
+            assert switch.commands == ["auth ClueCon", "api reloadxml", "exit"]
+        finally:
+            web.close()

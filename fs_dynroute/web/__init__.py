@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
 from typing import Any
 
 import peewee as pw
@@ -20,6 +19,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from fs_dynroute import __version__, metrics
 from fs_dynroute.admin import UserError
 from fs_dynroute.csvio import RouteImportError
+from fs_dynroute.dialplan_install import Target
 from fs_dynroute.models import database
 from fs_dynroute.schema import CURRENT_VERSION, stored_version
 from fs_dynroute.web.api import api
@@ -34,19 +34,18 @@ _REASONS = {401: "a valid token is required: Authorization: Bearer <token from '
 
 
 def create_app(db: pw.Database, *, default_context: str = "default", secret_key: str | None = None,
-               secure_cookies: bool = False, dialplan_servers: Sequence[str] = ("127.0.0.1:8084",),
-               dialplan_context: str = "public") -> APIFlask:
+               secure_cookies: bool = False, dialplan: Target = Target()) -> APIFlask:
     """The application over ``db`` (bound to the models here; pass the server's own database inside serve).
 
-    ``dialplan_servers`` and ``dialplan_context`` are what ``fs-dynroute dialplan`` takes as --server and
-    --context: the mod_xml_curl endpoint answers with the same extension.
+    ``dialplan`` holds what ``fs-dynroute dialplan`` takes as --server and --context (the mod_xml_curl endpoint
+    answers with the same extension) and, optionally, the installed file the page keeps current.
     """
     database.initialize(db)
     app = APIFlask(__name__, title="fs-dynroute", version=__version__, spec_path="/api/openapi.json",
                    docs_path="/api/docs")
     app.config.update(
         VALIDATION_ERROR_STATUS_CODE=400, DEFAULT_CONTEXT=default_context,
-        DIALPLAN_SERVERS=list(dialplan_servers), DIALPLAN_CONTEXT=dialplan_context,
+        DIALPLAN=dialplan,
         SECRET_KEY=secret_key or secrets.token_hex(32),
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=secure_cookies,
         SESSION_COOKIE_NAME="fs_dynroute_session", WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=256 * 1024 * 1024,

@@ -13,13 +13,14 @@ from functools import wraps
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, abort, current_app, g, jsonify, redirect, render_template, request, session, \
+from flask import Response, abort, current_app, flash, g, jsonify, redirect, render_template, request, session, \
     url_for
 
 from fs_dynroute import admin, csvio, stats, tokens
 from fs_dynroute.cli import rule_dict
 from fs_dynroute.dryrun import dry_run
 from fs_dynroute.models import Route, Rule, database, destination_map
+from fs_dynroute.store import SQLStore
 from fs_dynroute.web.api import rule_spec
 from fs_dynroute.web.errors import field_of
 from fs_dynroute.web.listing import DEFAULT_LIMIT, MAX_LIMIT, routes_page
@@ -86,10 +87,29 @@ def signout() -> Response:
 
 # -- rules --------------------------------------------------------------------------------------------------
 
+def _store() -> SQLStore:
+    return SQLStore(database.obj, current_app.config["DEFAULT_CONTEXT"])
+
+
 @pages.get("/")
 def index() -> str:
     rules = [rule_dict(r) for r in Rule.select().order_by(Rule.name)]
-    return render_template("rules.html", rules=rules, stats=stats.rule_stats(), empty=stats.empty())
+    target = current_app.config["DIALPLAN"]
+    return render_template("rules.html", rules=rules, stats=stats.rule_stats(), empty=stats.empty(),
+                           dialplan=target, dialplan_current=target.is_current(_store()))
+
+
+@pages.post("/dialplan/install")
+@writes
+def dialplan_install() -> Any:
+    target = current_app.config["DIALPLAN"]
+    if target.file is None:
+        abort(404)
+    try:
+        flash(target.install(_store()), "ok")
+    except (OSError, admin.UserError) as exc:
+        flash(f"dialplan not installed: {exc}", "error")
+    return redirect(url_for("pages.index"))
 
 
 @pages.get("/stats.json")

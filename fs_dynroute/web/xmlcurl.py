@@ -42,9 +42,9 @@ def _rule_for(number: str) -> RuleView | None:
 @xmlcurl.post("/freeswitch/dialplan")
 @xmlcurl.auth_required(basic)
 def dialplan() -> Response:
-    context = _field("Hunt-Context", "Caller-Context")
+    context, target = _field("Hunt-Context", "Caller-Context"), current_app.config["DIALPLAN"]
     answer = NOT_FOUND
-    if request.form.get("section") == "dialplan" and context == current_app.config["DIALPLAN_CONTEXT"]:
+    if request.form.get("section") == "dialplan" and context == target.context:
         answer = fetch_answer(_rule_for(_field("Hunt-Destination-Number", "Caller-Destination-Number")),
-                              current_app.config["DIALPLAN_SERVERS"], context)
+                              target.servers, context)
     return Response(answer, mimetype="text/xml")
