@@ -287,8 +287,8 @@ def test_destinations(api: Api) -> None:
     assert status == 409 and "used by routes" in answer["error"]
     assert api("DELETE", "/api/destinations/main-ivr")[0] == 409
     assert api("DELETE", "/api/destinations/nope")[0] == 404
-    assert api("POST", "/api/destinations", {"name": "bad", "transfer": "1 XML ${x}"})[0] == 400
-    assert api("POST", "/api/destinations", {"name": "dynamic", "transfer": "1001"})[0] == 400
+    assert api("POST", "/api/destinations", {"name": "bad", "transfer": "1 XML ${x}"})[1]["field"] == "transfer"
+    assert api("POST", "/api/destinations", {"name": "dynamic", "transfer": "1001"})[1]["field"] == "name"
     assert api("POST", "/api/destinations", {"name": "x"})[1]["field"] == "transfer"
     assert api("DELETE", f"{ROUTES}/5553334444")[0] == 204
     assert api("DELETE", "/api/destinations/vip")[0] == 204
@@ -423,6 +423,26 @@ def test_a_database_without_the_schema_is_a_503_with_the_reason_never_a_stack_tr
     answer = client.get("/api/rules", headers={"Authorization": "Bearer fsdr_000000000000_x"})
     assert answer.status_code == 503 and answer.get_json() == {"error": "database unavailable: OperationalError",
                                                                "field": None}
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/signin").get_data(as_text=True))[1]
-    page = client.post("/signin", data={"token": "fsdr_000000000000_x", "csrf_token": csrf})
+    page = client.post("/signin", data={"token": "fsdr_000000000000_x", "csrf_token": csrf_of(client, "/signin")})
     assert page.status_code == 503 and "Traceback" not in page.get_data(as_text=True)
+
+
+def page_session(client: FlaskClient, token: str) -> str:
+    """Sign the test client in as the page's form does; returns the CSRF token for later forms."""
+    assert client.post("/signin", data={"token": token, "csrf_token": csrf_of(client, "/signin")}).status_code == 302
+    return csrf_of(client, "/")  # signing in starts a new session, with a new CSRF token
+
+
+def csrf_of(client: FlaskClient, path: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))[1]
+
+
+def test_the_page_answers_people_with_pages_and_types_its_fields(client: FlaskClient, api: Api) -> None:
+    csrf = page_session(client, api.token)
+    missing = client.get("/rules/Nope")
+    assert missing.status_code == 404 and "There is no such page" in missing.get_data(as_text=True)
+    form = {"csrf_token": csrf, "name": "X", "source": "5550300", "digits_match": "ten", "no_match_destination": "main-ivr"}
+    refused = client.post("/rules/new", data=form)
+    assert refused.status_code == 400 and "&#39;ten&#39; is not a whole number" in refused.get_data(as_text=True)
+    assert client.post("/rules/new", data={**form, "digits_match": "10"}).status_code == 302
+    assert Rule.select().count() == 2

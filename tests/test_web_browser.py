@@ -193,7 +193,7 @@ def test_an_administrator_session_from_sign_in_to_sign_out(site: tuple, browser:
     shot(page, "04-import-error")
     page.fill("textarea[name=csv]", "+15554440003,1001,ok\n+15554440005,1002,ok\n")
     page.click("#import button[type=submit]")
-    assert "2 routes imported" in page.inner_text("#import-result")
+    assert "2 routes imported" in page.inner_text("#flash")
     assert [r[0] for r in stored(db_url)[1]][-2:] == ["5554440003", "5554440005"]
 
     # Toggle Enabled on the rules page: saved at once, without a form button.

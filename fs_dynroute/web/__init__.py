@@ -29,6 +29,7 @@ from fs_dynroute.web.xmlcurl import xmlcurl
 
 log = logging.getLogger(__name__)
 
+MACHINE_PATHS = ("/api/", "/freeswitch/", "/health", "/metrics")  # answered in JSON; everything else is the page
 _REASONS = {401: "a valid token is required: Authorization: Bearer <token from 'fs-dynroute token add'>",
             403: "this token is read-only"}
 
@@ -101,6 +102,10 @@ def _install_error_handlers(app: APIFlask) -> None:
         elif error.status_code in _REASONS:
             message = _REASONS[error.status_code]
         extra = {k: v for k, v in error.extra_data.items() if k != "field"}
+        if not request.path.startswith(MACHINE_PATHS):  # a person's page: the same message, as a page
+            message = "There is no such page; the rule or route may have been deleted." if error.status_code == 404 \
+                else message
+            return render_template("error.html", message=message), error.status_code, error.headers
         return {"error": message, "field": field, **extra}, error.status_code, error.headers
 
     @app.errorhandler(RouteImportError)
@@ -110,7 +115,7 @@ def _install_error_handlers(app: APIFlask) -> None:
 
     @app.errorhandler(UserError)
     def _user_error(exc: UserError) -> tuple[object, int]:
-        if request.path.startswith("/api/"):
+        if request.path.startswith(MACHINE_PATHS):
             return error_body(exc), status_of(exc)
         return render_template("error.html", message=str(exc)), status_of(exc)
 
@@ -132,7 +137,7 @@ def _install_error_handlers(app: APIFlask) -> None:
 
 def _answer(message: str) -> object:
     """An error as JSON for the API, as a page for a person."""
-    if request.path.startswith("/api/"):
+    if request.path.startswith(MACHINE_PATHS):
         return {"error": message, "field": None}
     return render_template("error.html", message=message)
 

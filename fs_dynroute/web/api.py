@@ -20,7 +20,8 @@ from fs_dynroute import admin, csvio, stats, tokens
 from fs_dynroute.cli import rule_dict
 from fs_dynroute.dryrun import dry_run
 from fs_dynroute.models import MATCH_MODES, Route, Rule, database, destination_map
-from fs_dynroute.web.listing import DEFAULT_LIMIT, MAX_LIMIT, route_json, routes_page
+from fs_dynroute.web.errors import destination_field
+from fs_dynroute.web.listing import DEFAULT_LIMIT, MAX_LIMIT, csv_download, route_json, routes_page
 
 api = APIBlueprint("api", __name__, url_prefix="/api")
 auth = HTTPTokenAuth(scheme="Bearer", description="a token from `fs-dynroute token add NAME [--read-only]`")
@@ -326,12 +327,7 @@ def import_routes(name: str, query_data: dict[str, Any]) -> dict[str, object]:
 def export_routes(name: str) -> Response:
     out = io.StringIO()
     csvio.export_routes(admin.get_rule(name), out)
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{_filename(name)}.csv"'})
-
-
-def _filename(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return csv_download(out.getvalue(), name)
 
 
 # -- destinations, dry run -----------------------------------------------------------------------------------
@@ -350,8 +346,11 @@ def list_destinations() -> list[dict[str, str]]:
 @api.output(DestinationIO, status_code=201)
 @api.doc(tags=["Destinations"], summary="Add or change a named destination", responses=[400])
 def add_destination(json_data: dict[str, str]) -> dict[str, str]:
-    with database.atomic():
-        dest = admin.add_destination(json_data["name"], json_data["transfer"])
+    try:
+        with database.atomic():
+            dest = admin.add_destination(json_data["name"], json_data["transfer"])
+    except admin.UserError as exc:
+        abort(400, str(exc), extra_data={"field": destination_field(exc)})
     return {"name": dest.name, "transfer": dest.transfer}
 
 

@@ -36,3 +36,8 @@ def status_of(exc: UserError) -> int:
 
 def error_body(exc: UserError, default_field: str | None = None) -> dict[str, object]:
     return {"error": str(exc), "field": field_of(exc, default_field)}
+
+
+def destination_field(exc: UserError) -> str:
+    """admin.add_destination words its refusals without a field prefix: the name's, or else the transfer's."""
+    return "name" if str(exc).startswith("destination name") else "transfer"

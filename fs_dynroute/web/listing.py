@@ -1,4 +1,4 @@
-"""Reading routes a page at a time: keyset paging on (rule, caller_key), with search by digits or notes.
+"""Reading routes a page at a time (keyset paging, search by digits or notes), and a rule's routes as a CSV download.
 
 ``WHERE rule_id = ? AND caller_key > ? ORDER BY caller_key LIMIT n`` walks the unique index, so page
 5,000 of a million routes costs what the first page costs; an OFFSET would read every row before it.
@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import re
 
+from flask import Response
+
 from fs_dynroute.models import Route, Rule
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
+
+
+def csv_download(text: str, rule_name: str) -> Response:
+    """A rule's routes as a CSV file download named after the rule."""
+    filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in rule_name)
+    return Response(text, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
 
 
 def route_json(route: Route) -> dict[str, object]:

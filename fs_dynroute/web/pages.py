@@ -22,12 +22,10 @@ from fs_dynroute.dryrun import dry_run
 from fs_dynroute.models import Route, Rule, database, destination_map
 from fs_dynroute.store import SQLStore
 from fs_dynroute.web.api import rule_spec
-from fs_dynroute.web.errors import field_of
-from fs_dynroute.web.listing import DEFAULT_LIMIT, MAX_LIMIT, routes_page
+from fs_dynroute.web.errors import destination_field, field_of
+from fs_dynroute.web.listing import DEFAULT_LIMIT, MAX_LIMIT, csv_download, routes_page
 
 pages = APIBlueprint("pages", __name__, enable_openapi=False)  # templates and static files are the app's
-RULE_FIELDS = ("name", "source", "digits_match", "match_destination", "no_match_destination",
-               "delete_after_use", "match_mode", "enabled")
 PUBLIC = {"pages.signin"}
 
 
@@ -74,7 +72,8 @@ def signin() -> Any:
             session.clear()
             session["key_id"] = token.key_id
             target = request.args.get("next") or ""
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.index"))
+            local = target.startswith("/") and not target.startswith(("//", "/\\"))  # never off to another site
+            return redirect(target if local else url_for("pages.index"))
         error = "That token is not valid (it may have been revoked)."
     return render_template("signin.html", error=error), 401 if error else 200
 
@@ -121,11 +120,11 @@ def live_stats() -> Response:
 
 
 def _form_rule() -> dict[str, Any]:
-    """The rule form as RuleSpec fields; a number that is not one is left for admin.py to refuse."""
+    """The rule form as RuleSpec fields (typed as the API's schema types them; the values are admin.py's business)."""
     form = request.form
     digits = form.get("digits_match", "").strip()
     return {"name": form.get("name", "").strip(), "source": form.get("source", "").strip(),
-            "digits_match": int(digits) if digits.isdigit() else (None if not digits else -1),
+            "digits_match": int(digits) if digits.isdigit() else (None if not digits else digits),
             "match_destination": form.get("match_destination", "").strip() or None,
             "no_match_destination": form.get("no_match_destination", "").strip(),
             "delete_after_use": form.get("delete_after_use") == "on",
@@ -155,6 +154,9 @@ def rule_edit(name: str) -> Any:
 @writes
 def _save_rule(name: str | None) -> Any:
     data = _form_rule()
+    if isinstance(data["digits_match"], str):
+        return _rule_form(data, {"digits_match": f"digits: {data['digits_match']!r} is not a whole number"},
+                          name is None, 400)
     try:
         if name is None:
             admin.add_rule(data["name"], rule_spec(data))
@@ -246,15 +248,15 @@ def route_import(name: str) -> Any:
         count = csvio.import_routes(admin.get_rule(name), io.StringIO(text), replace=request.form.get("replace") == "on")
     except csvio.RouteImportError as exc:
         return _routes_view(name, 400, problems=exc.problems, csv_text=text)
-    return _routes_view(name, imported=count)
+    flash(f"{count} routes imported.", "ok")
+    return redirect(url_for("pages.routes", name=name))
 
 
 @pages.get("/rules/<name>/export.csv")
 def route_export(name: str) -> Response:
     out = io.StringIO()
     csvio.export_routes(_rule_or_404(name), out)
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": "attachment; filename=routes.csv"})
+    return csv_download(out.getvalue(), name)
 
 
 # -- dry run, decisions, destinations -----------------------------------------------------------------------
@@ -294,8 +296,7 @@ def destination_save() -> Any:
     try:
         admin.add_destination(form["name"], form["transfer"])
     except admin.UserError as exc:
-        field = "name" if str(exc).startswith("destination name") else "transfer"
-        return destinations(form, {field: str(exc)}, 400)
+        return destinations(form, {destination_field(exc): str(exc)}, 400)
     return redirect(url_for("pages.destinations"))
 
 
