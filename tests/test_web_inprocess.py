@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gevent
 import gevent.pool
+import gevent.socket
 
 from fs_dynroute import demo, tokens
 from fs_dynroute.admin import RouteRow, get_rule, upsert_routes
@@ -21,7 +22,7 @@ from fs_dynroute.fakeswitch.switch import place_call
 from fs_dynroute.models import database
 from fs_dynroute.schema import initdb
 from fs_dynroute.web import create_app
-from fs_dynroute.web.server import WebServer
+from fs_dynroute.web.server import MAX_BODY, WebServer
 from tests.serving import dialplan_for, running_server
 
 SLOW_PAGE_ROUTES = 300_000
@@ -64,3 +65,16 @@ def test_a_slow_page_in_the_serving_process_never_delays_a_call(tmp_path: Path) 
     assert page_took > 1.0, "the page was not slow enough to prove anything"
     assert [c.target for c in calls] == ["1001 XML default"] * len(calls)
     assert max(c.silence for c in calls) < DEADLINE
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    web = WebServer(create_app(open_database(f"sqlite:///{tmp_path / 'routes.db'}")), ("127.0.0.1", 0))
+    web.start()
+    try:
+        with gevent.socket.create_connection(web.address, timeout=5) as sock:
+            sock.sendall(b"POST /api/rules HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                         b"Content-Length: %d\r\n\r\nsome" % (MAX_BODY + 1))
+            answer = sock.recv(65536)
+    finally:
+        web.stop()
+    assert answer.startswith(b"HTTP/1.1 413 ")

@@ -25,6 +25,7 @@ from fs_dynroute.schema import CURRENT_VERSION, stored_version
 from fs_dynroute.web.api import api
 from fs_dynroute.web.errors import error_body, status_of
 from fs_dynroute.web.pages import pages
+from fs_dynroute.web.server import MAX_BODY
 from fs_dynroute.web.xmlcurl import xmlcurl
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def create_app(db: pw.Database, *, default_context: str = "default", secret_key:
         DIALPLAN=dialplan,
         SECRET_KEY=secret_key or secrets.token_hex(32),
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=secure_cookies,
-        SESSION_COOKIE_NAME="fs_dynroute_session", WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=256 * 1024 * 1024,
+        SESSION_COOKIE_NAME="fs_dynroute_session", WTF_CSRF_TIME_LIMIT=None, MAX_CONTENT_LENGTH=MAX_BODY,
         INFO={"description": "Rules, routes and named destinations of fs_dynroute, for a CRM. Every write is "
                              "validated as the CLI validates it and reaches running servers within about a "
                              "second. Errors: 400 {error, field}, 401, 403 (read-only token), 404, 409."})

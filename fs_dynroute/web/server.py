@@ -18,6 +18,7 @@ from gevent.pywsgi import WSGIServer
 from gevent.threadpool import ThreadPool
 
 log = logging.getLogger(__name__)
+MAX_BODY = 256 * 1024 * 1024  # a CSV of several million routes; the body is held in memory
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -50,7 +51,13 @@ class WebServer:
 
     def _handle(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         # The socket belongs to this greenlet's hub: read the body here, before the thread runs.
-        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read())
+        length = environ.get("CONTENT_LENGTH") or ""
+        too_large = length.isdigit() and int(length) > MAX_BODY
+        body = b"" if too_large else environ["wsgi.input"].read(MAX_BODY + 1)  # a chunked body is capped too
+        if too_large or len(body) > MAX_BODY:
+            start_response("413 Request Entity Too Large", [("Content-Type", "text/plain")])
+            return [b"request body larger than %d bytes\n" % MAX_BODY]
+        environ["wsgi.input"] = io.BytesIO(body)
         status, headers, body = self.threads.spawn(_run, self.app, environ).get()
         start_response(status, headers)
         return [body]
