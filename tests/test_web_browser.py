@@ -17,8 +17,10 @@ import pytest
 
 from fs_dynroute.database import open_database
 from fs_dynroute.models import Route, Rule, database
+from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from tests.fake_inbound import FakeInbound
 from tests.test_cli import CLI, SCRIPT
+from tests.test_scaleout import Node
 from tests.test_serve_process import free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -211,8 +213,6 @@ def test_an_administrator_session_from_sign_in_to_sign_out(site: tuple, browser:
     page.click("#lookup-form button[type=submit]")
     assert "match → 1001 XML default" in page.inner_text("#lookup-answer")
     shot(page, "06-lookup")
-    page.click("text=Recent decisions")
-    shot(page, "07-decisions")
     page.click("text=Destinations")
     shot(page, "08-destinations")
 
@@ -275,3 +275,32 @@ def test_the_page_says_when_the_installed_dialplan_is_out_of_date_and_installs_i
             assert switch.commands == ["auth ClueCon", "api reloadxml", "exit"]
         finally:
             web.close()
+
+
+def test_a_route_added_in_the_page_routes_the_next_call_and_shows_in_recent_decisions(
+        site: tuple, browser: object, tmp_path: Path) -> None:
+    web, db_url, token, _ = site
+    node = Node(db_url, tmp_path / "serve.log")
+    try:
+        node.wait_listening()
+        plan = Dialplan.recommended(node.host, "5000 XML default")
+        page = sign_in(browser, web, token)
+        page.click("text=Customer Routing")
+        page.fill("#caller_id", "+1 555 444 0009")
+        page.fill("#destination", "1042")
+        page.fill("#notes", "added in the page")
+        page.click("#route-form button[type=submit]")
+        saved = time.monotonic()
+        while (target := place_call(plan, "+15554440009", "5550100", stuck_after=3.0).target) != "1042 XML default":
+            assert time.monotonic() - saved < 2.0, f"the call still went to {target}"
+        page.click("text=Recent decisions")
+
+        def shown() -> bool:  # the server writes audit rows in batches, every poll interval
+            page.reload()
+            return page.locator("#decisions td:has-text('5554440009')").count() > 0
+
+        wait_for(shown)
+        assert "match" in page.inner_text("#decisions tbody tr:first-child")
+        shot(page, "07-decisions")
+    finally:
+        node.close()
