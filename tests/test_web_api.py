@@ -316,6 +316,10 @@ def test_statistics_count_the_audit_rows_per_rule_and_result(api: Api) -> None:
     assert (s["calls_today"], s["hits_today"], s["last_hit"]) == (4, 3, now.isoformat())
     assert api.get("/api/stats")[1] == {RULE: s}
     assert api.get("/api/rules/Nope/stats")[0] == 404
+    page_session(api.client, api.token)
+    assert api.client.get("/stats.json").get_json() == {
+        RULE: {"calls_today": 4, "hit_rate_today": 0.75, "last_hit": now.isoformat(sep=" ")}}
+    assert "75%" in api.client.get("/").get_data(as_text=True)
 
 
 def test_the_openapi_document_describes_every_endpoint(client: FlaskClient) -> None:

@@ -94,7 +94,7 @@ def _store() -> SQLStore:
 def index() -> str:
     rules = [rule_dict(r) for r in Rule.select().order_by(Rule.name)]
     target = current_app.config["DIALPLAN"]
-    return render_template("rules.html", rules=rules, stats=stats.rule_stats(), empty=stats.empty(),
+    return render_template("rules.html", rules=rules, stats=stats.rule_stats(since=stats.today()), empty=stats.empty(),
                            dialplan=target, dialplan_current=target.is_current(_store()))
 
 
@@ -116,7 +116,7 @@ def live_stats() -> Response:
     """What the rules page polls to keep its statistics live."""
     return jsonify({name: {"calls_today": s["calls_today"], "hit_rate_today": s["hit_rate_today"],
                            "last_hit": s["last_hit"].isoformat(sep=" ") if s["last_hit"] else None}
-                    for name, s in stats.rule_stats().items()})
+                    for name, s in stats.rule_stats(since=stats.today()).items()})
 
 
 def _form_rule() -> dict[str, Any]:
@@ -211,7 +211,7 @@ def _routes_view(name: str, status: int = 200, **extra: Any) -> tuple[str, int]:
                        "expires": route.expires_at.isoformat() if route.expires_at else ""}
     return render_template("routes.html", rule=rule_dict(rule), routes=rows, next=following,
                            q=args.get("q", ""), after=args.get("after", ""), limit=limit,
-                           destinations=destination_map(), stats=stats.for_rule(name),
+                           destinations=destination_map(), stats=stats.for_rule(name, since=stats.today()),
                            route=editing or {}, errors=extra.pop("errors", {}), **extra), status
 
 
