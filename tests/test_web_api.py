@@ -313,7 +313,7 @@ def test_statistics_count_the_audit_rows_per_rule_and_result(api: Api) -> None:
     status, s = api.get(f"/api/rules/{RULE}/stats")
     assert status == 200
     assert (s["calls"], s["match"], s["consumed"], s["error"], s["nomatch"]) == (5, 3, 1, 1, 0)
-    assert (s["calls_today"], s["hits_today"], s["last_hit"]) == (4, 3, now.isoformat())
+    assert (s["calls_today"], s["hits_today"], s["hit_rate_today"], s["last_hit"]) == (4, 3, 0.75, now.isoformat())
     assert api.get("/api/stats")[1] == {RULE: s}
     assert api.get("/api/rules/Nope/stats")[0] == 404
     page_session(api.client, api.token)

@@ -12,7 +12,7 @@ import io
 from typing import Any
 
 from apiflask import APIBlueprint, HTTPTokenAuth, Schema, abort
-from apiflask.fields import Boolean, DateTime, Integer, List, Nested, String
+from apiflask.fields import Boolean, DateTime, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range
 from flask import Response, current_app, request
 
@@ -143,7 +143,7 @@ class StatsOut(Schema):
     disabled = Integer()
     calls_today = Integer()
     hits_today = Integer()
-    hit_rate_today = String(allow_none=True)
+    hit_rate_today = Float(allow_none=True, metadata={"description": "hits / calls today, 0 to 1"})
     last_hit = DateTime(allow_none=True)
 
 
