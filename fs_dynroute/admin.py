@@ -73,6 +73,17 @@ def get_rule(name: str) -> Rule:
     return rule
 
 
+def rule_dict(rule: Rule, routes: int | None = None) -> dict[str, object]:
+    """A rule as the CLI's --json, the API and the page show it; ``routes`` counted when not given."""
+    if routes is None:
+        routes = Route.select().where(Route.rule == rule).count()
+    return {"name": rule.name, "source": rule.source, "digits_match": rule.digits_match,
+            "match_mode": rule.match_mode, "match_destination": rule.match_destination,
+            "no_match_destination": rule.no_match_destination, "delete_after_use": bool(rule.delete_after_use),
+            "enabled": bool(rule.enabled), "routes": routes,
+            "created_at": rule.created_at, "updated_at": rule.updated_at}
+
+
 def _apply(rule: Rule, spec: RuleSpec) -> Rule:
     """Set what ``spec`` gives, then validate the whole row as the server will read it; save only if it passes."""
     before = (rule.digits_match, rule.match_mode)
@@ -138,10 +149,7 @@ def validate_route(rule: Rule, caller_id: str, destination: str, notes: str, exp
     ``checked`` remembers destinations already found good, for imports where thousands of rows
     share a few destinations.
     """
-    try:
-        key = stored_key(caller_id, rule.digits_match, prefix=rule.prefix)
-    except CallerIDError as exc:
-        raise UserError(f"caller_id: {exc}") from None
+    key = route_key(rule, caller_id)
     destination = destination.strip(" ")  # spaces only: str.strip would drop controls such as NEL unseen
     raise_first(record_problems(rule, destination, notes, known, _CONTEXT, checked))
     return ValidRoute(key, destination, notes, parse_expiry(expires, now))
@@ -188,12 +196,17 @@ def add_route(rule_name: str, caller_id: str, destination: str, notes: str = "",
     return row
 
 
-def delete_route(rule_name: str, caller_id: str) -> None:
-    rule = get_rule(rule_name)
+def route_key(rule: Rule, caller_id: str) -> str:
+    """The key a route for ``caller_id`` (any format) is stored under in ``rule``."""
     try:
-        key = stored_key(caller_id, rule.digits_match, prefix=rule.prefix)
+        return stored_key(caller_id, rule.digits_match, prefix=rule.prefix)
     except CallerIDError as exc:
         raise UserError(f"caller_id: {exc}") from None
+
+
+def delete_route(rule_name: str, caller_id: str) -> None:
+    rule = get_rule(rule_name)
+    key = route_key(rule, caller_id)
     if not Route.delete().where((Route.rule == rule) & (Route.caller_key == key)).execute():
         raise UserError(f"caller_id: no route for key {key} in rule {rule_name!r}")
 

@@ -12,16 +12,15 @@ from contextlib import contextmanager
 
 import peewee as pw
 
-from fs_dynroute import __version__, admin, csvio, demo, track_cli
+from fs_dynroute import __version__, admin, csvio, demo, dialplan_install, track_cli, webcli
 from fs_dynroute.config import BY_NAME, SETTINGS, ConfigError, ServeConfig, check_context, resolve
 from fs_dynroute.database import DatabaseURLError, open_database, write_transaction
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.dialplan import MODES
+from fs_dynroute.dryrun import dry_run
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
-from fs_dynroute.routing import route_call
 from fs_dynroute.schema import initdb, schema_sql
 from fs_dynroute.store import SQLStore
-from fs_dynroute.validation import clashes, raise_first
 
 EXIT_USAGE = 2
 GLOBAL_SETTINGS = ("db", "default_context")  # serve settings every command takes, before or after its name
@@ -66,14 +65,6 @@ def _spec(args: argparse.Namespace) -> admin.RuleSpec:
         enabled=args.enabled)
 
 
-def rule_dict(rule: Rule, routes: int) -> dict[str, object]:
-    return {"name": rule.name, "source": rule.source, "digits_match": rule.digits_match,
-            "match_mode": rule.match_mode, "match_destination": rule.match_destination,
-            "no_match_destination": rule.no_match_destination, "delete_after_use": bool(rule.delete_after_use),
-            "enabled": bool(rule.enabled), "routes": routes,
-            "created_at": rule.created_at, "updated_at": rule.updated_at}
-
-
 def _rule_line(r: dict[str, object]) -> str:
     return (f"{r['name']}\tsource={r['source']} digits={r['digits_match']} mode={r['match_mode']} "
             f"match={r['match_destination']} nomatch={r['no_match_destination']} "
@@ -113,7 +104,7 @@ def cmd_rule_delete(args: argparse.Namespace) -> int:
 def cmd_rule_show(args: argparse.Namespace) -> int:
     with opened(args, write=False):
         rule = admin.get_rule(args.name)
-        r = rule_dict(rule, Route.select().where(Route.rule == rule).count())
+        r = admin.rule_dict(rule)
     emit(args, r, [f"{k}: {v}" for k, v in r.items()])
     return 0
 
@@ -121,7 +112,7 @@ def cmd_rule_show(args: argparse.Namespace) -> int:
 def cmd_rule_list(args: argparse.Namespace) -> int:
     with opened(args, write=False):
         counts = dict(Route.select(Route.rule, pw.fn.COUNT(Route.id)).group_by(Route.rule).tuples())
-        rules = [rule_dict(r, counts.get(r.id, 0)) for r in Rule.select().order_by(Rule.name)]
+        rules = [admin.rule_dict(r, counts.get(r.id, 0)) for r in Rule.select().order_by(Rule.name)]
     emit(args, rules, [_rule_line(r) for r in rules] or ["no rules"])
     return 0
 
@@ -200,14 +191,7 @@ def cmd_dest_list(args: argparse.Namespace) -> int:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     with opened(args, write=False) as db:
-        store = SQLStore(db, args.default_context)
-        rule = store.rule_for(name=args.rule) if args.rule else store.rule_for(source=args.source)
-        if rule is None:
-            raise admin.UserError(f"source: no rule serves {args.source!r}" if not args.rule
-                                  else f"rule {args.rule!r} does not exist")
-        d = route_call(store, rule, args.caller_id, dry_run=True)
-    data = {"result": d.result.value, "destination": d.destination, "key": d.key, "rule": rule.name,
-            "notes": d.route.notes if d.route else "", "reason": d.reason}
+        data = dry_run(db, args.default_context, args.caller_id, source=args.source, rule=args.rule)
     emit(args, data, [f"{k}: {v}" for k, v in data.items()])
     return 0
 
@@ -240,15 +224,13 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise admin.UserError(str(exc)) from None
     with opened(args, write=False) as db:
-        store = SQLStore(db, args.default_context)
-        rules, clashing = [], clashes(Rule.select())
-        for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
-            try:
-                raise_first(clashing.get(row.id, []))  # the server ignores it too
-                rules.append(store.rule_for(name=row.name))
-            except admin.UserError as exc:  # never write an unsafe rule into FreeSWITCH's dialplan
-                print(f"fs-dynroute: rule {row.name!r} left out: {exc} (see 'fs-dynroute check')", file=sys.stderr)
-    sys.stdout.write(render(rules, servers, args.context, args.mode))
+        rules, left_out = dialplan_install.current_rules(SQLStore(db, args.default_context))
+    for line in left_out:
+        print(f"fs-dynroute: {line}", file=sys.stderr)
+    text = render(rules, servers, args.context, args.mode)
+    if args.install or args.reload:
+        return dialplan_install.install(args, text)
+    sys.stdout.write(text)
     return 0
 
 
@@ -390,12 +372,13 @@ def add_serve_commands(commands: Commands) -> None:
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
     p.add_argument("--mode", choices=MODES, default="socket", help="socket: FreeSWITCH connects "
                    "to 'fs-dynroute serve' (default); python: mod_python3 routes inside FreeSWITCH (--server unused)")
+    dialplan_install.add_options(p)
 
 
 # Each builder adds one group of commands; a new command is a builder function added here.
 BUILDERS: tuple[Callable[[Commands], None], ...] = (
     add_setup, add_rule_commands, add_route_commands, add_dest_commands, add_query_commands, add_serve_commands,
-    track_cli.add_track_commands)
+    track_cli.add_track_commands, webcli.add_web_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,3 +57,17 @@ def render(rules: Iterable[RuleView], servers: Sequence[str], context: str, mode
               + ("\n     Needs mod_python3 loaded and fs_dynroute importable by FreeSWITCH's Python (README: "
                  "In-process mode)." if mode == "python" else "") + " -->")
     return "\n".join(["<include>", header, *body, "</include>", ""])
+
+
+NOT_FOUND = ('<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<document type="freeswitch/xml">\n'
+             '  <section name="result">\n    <result status="not found"/>\n  </section>\n</document>\n')
+
+
+def fetch_answer(rule: RuleView | None, servers: Sequence[str], context: str) -> str:
+    """mod_xml_curl's answer to one dialplan fetch: the rule's extension in ``context``, as the generated file
+    holds it, or "not found" (no enabled rule), which sends FreeSWITCH to its own dialplan files."""
+    if rule is None or not rule.enabled:
+        return NOT_FOUND
+    return "\n".join(['<?xml version="1.0" encoding="UTF-8" standalone="no"?>', '<document type="freeswitch/xml">',
+                      '<section name="dialplan" description="fs_dynroute">', f"<context name={quoteattr(context)}>",
+                      extension(rule, servers), "</context>", "</section>", "</document>", ""])

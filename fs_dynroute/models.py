@@ -122,6 +122,22 @@ def name_key(field: pw.Field) -> pw.Node:
     return pw.fn.LOWER(pw.fn.RTRIM(field))
 
 
+class Token(BaseModel):
+    """An API and admin-page credential. Only an HMAC-SHA256 of its secret is kept, keyed by a per-token salt;
+    ``key_id`` (not secret, part of the token) finds the row, so checking a token is one indexed read."""
+
+    name = pw.CharField(max_length=64, unique=True)
+    key_id = pw.CharField(max_length=16, unique=True)
+    salt = pw.CharField(max_length=32)
+    digest = pw.CharField(max_length=64)
+    read_only = pw.BooleanField(default=False)
+    created_at = pw.DateTimeField(default=utcnow)
+    last_used = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "dynroute_token"
+
+
 def destination_map() -> dict[str, str]:
     """Named destinations, name -> transfer argument, as every resolver needs them."""
     return {d.name: d.transfer for d in Destination.select().order_by(Destination.name)}
@@ -144,4 +160,4 @@ class Track(BaseModel):
         table_name = "dynroute_track"
 
 
-MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion, Track)
+MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion, Track, Token)

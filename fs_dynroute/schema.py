@@ -15,7 +15,7 @@ import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
 from fs_dynroute.admin import UserError
-from fs_dynroute.models import MODELS, Change, Destination, Rule, SchemaVersion, Track, name_key
+from fs_dynroute.models import MODELS, Change, Destination, Rule, SchemaVersion, Token, Track, name_key
 from fs_dynroute.triggers import TRIGGERS
 
 Migration = Callable[[pw.Database, SchemaMigrator], None]
@@ -84,14 +84,14 @@ def _rebuild_change_table(db: pw.Database) -> None:
     install_triggers(db)
 
 
-def create_track_table(db: pw.Database, migrator: SchemaMigrator | None = None) -> None:
-    """Version 4: the tracker's per-rule settings, ``dynroute_track`` (issue 13). create_tables has made it
-    already; this step names the version that brought it."""
-    db.create_tables([Track], safe=True)
+def tracking_and_tokens(db: pw.Database, migrator: SchemaMigrator | None = None) -> None:
+    """Version 4: the tracker's per-rule settings (``dynroute_track``) and the API and admin-page tokens
+    (``dynroute_token``). create_tables has made them already; this step names the version that brought them."""
+    db.create_tables([Track, Token], safe=True)
 
 
 # version -> the step that brings a database from version-1 up to it. Missing tables are created first.
-MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: names_and_change_ids, 4: create_track_table}
+MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: names_and_change_ids, 4: tracking_and_tokens}
 CURRENT_VERSION = max(MIGRATIONS, default=1)
 
 
