@@ -5,9 +5,9 @@ BIN     = $(VENV)/bin
 DB     ?= sqlite:///$(CURDIR)/var/dynroute.db
 LISTEN ?= 127.0.0.1:8084
 
-.PHONY: run test install clean
+.PHONY: run test lint install clean
 
-$(BIN)/fs-dynroute: setup.py setup.cfg
+$(BIN)/fs-dynroute: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,mysql,postgresql]'
@@ -19,8 +19,11 @@ run: install
 	$(BIN)/fs-dynroute initdb --db '$(DB)' --demo
 	$(BIN)/fs-dynroute serve --db '$(DB)' --listen $(LISTEN)
 
+lint: install
+	$(BIN)/ruff check .
+
 test: install
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) var *.egg-info
+	rm -rf $(VENV) var build *.egg-info

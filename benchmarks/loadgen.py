@@ -1,10 +1,10 @@
 """A load generator that plays FreeSWITCH's SYNC outbound socket, many calls at once, in its own process.
 
 Each call is a real TCP connection to the server under test, with the bytes and reply sequence of the SYNC
-captures (``fs_dynroute/fakeswitch/recordings/sync/S18.repr``): it waits for ``connect``, sends the channel's connect reply
-(the capture's ~3.8 KB header block with this call's caller ID and UUID, exactly as ``fs_dynroute.fakeswitch``
-builds it), answers each ``sendmsg`` with ``+OK`` (applying ``set`` to the call's variables), answers ``exit``
-with ``+OK bye`` plus the disconnect notice, and closes.
+captures (``fs_dynroute/fakeswitch/recordings/sync/S18.repr``): it waits for ``connect``, sends the channel's
+connect reply (the capture's ~3.8 KB header block with this call's caller ID and UUID, exactly as
+``fs_dynroute.fakeswitch`` builds it), answers each ``sendmsg`` with ``+OK`` (applying ``set`` to the call's
+variables), answers ``exit`` with ``+OK bye`` plus the disconnect notice, and closes.
 
 The connect reply is recorded once from ``fs_dynroute.fakeswitch.place_call`` itself (against a throwaway recording
 server in this process) and checked byte for byte against a second recording; per call only the caller ID
@@ -74,7 +74,7 @@ def _record(caller_id: str, uuid: str, destination: str, default_target: str) ->
 
     server = StreamServer(("127.0.0.1", 0), handle)
     server.start()
-    hosts = "127.0.0.1:%d" % server.address[1]
+    hosts = f"127.0.0.1:{server.address[1]}"
     try:
         outcome = place_call(Dialplan.recommended(hosts, default_target), caller_id, destination, uuid=uuid,
                              stuck_after=2.0, first_command_timeout=2.0)

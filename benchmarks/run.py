@@ -477,8 +477,8 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
     for key in ("fs_dynroute_server", "greenswitch_server", "mariadb_server"):
         srv = extra.get(key)
         if isinstance(srv, dict) and srv.get("crosscheck"):
-            lines.append(f"- {key.replace('_server', '')}: fs_dynroute.fakeswitch calls that ended elsewhere than expected: "
-                         f"{srv['crosscheck']}")
+            lines.append(f"- {key.replace('_server', '')}: fs_dynroute.fakeswitch calls that ended elsewhere "
+                         f"than expected: {srv['crosscheck']}")
     for key in ("fs_dynroute_server", "mariadb_server"):
         srv = extra.get(key)
         if isinstance(srv, dict):

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 import peewee as pw
 
 from fs_dynroute.callerid import MAX_DIGITS, CallerIDError, stored_key
-from fs_dynroute.destinations import (CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_rule_name,
-                                      validate_transfer)
+from fs_dynroute.destinations import (
+    CONTROL,
+    DYNAMIC,
+    DestinationError,
+    resolve,
+    validate_name,
+    validate_rule_name,
+    validate_transfer,
+)
 from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, destination_map, utcnow
 
 SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_+*#.@\-]{1,100}")

@@ -11,8 +11,15 @@ from collections.abc import Iterator
 
 from fs_dynroute.admin import SOURCE_PATTERN
 from fs_dynroute.callerid import MAX_DIGITS
-from fs_dynroute.destinations import (CONTROL, DYNAMIC, DestinationError, resolve, validate_name, validate_rule_name,
-                                      validate_transfer)
+from fs_dynroute.destinations import (
+    CONTROL,
+    DYNAMIC,
+    DestinationError,
+    resolve,
+    validate_name,
+    validate_rule_name,
+    validate_transfer,
+)
 from fs_dynroute.models import MATCH_MODES, Destination, Route, Rule, destination_map
 
 

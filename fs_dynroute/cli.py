@@ -7,9 +7,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator
 
 import peewee as pw
 
@@ -235,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db", help="database URL, e.g. sqlite:///routes.db, mysql://user@host/db, "
                         "postgresql://user@host/db (default: $DYNROUTE_DB, else the per-user SQLite file)")
     common.add_argument("--default-context", default=os.environ.get("DYNROUTE_CONTEXT", "default"),
-                        help="dialplan context for bare extensions such as 1001 (default: $DYNROUTE_CONTEXT or 'default')")
+                        help="dialplan context for bare extensions such as 1001 "
+                        "(default: $DYNROUTE_CONTEXT or 'default')")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON")
 

@@ -58,7 +58,8 @@ def parse(rule: Rule, stream: TextIO, progress: bool = False) -> list[RouteRow]:
             problems.append((line, str(exc)))
             continue
         if row.caller_key in first_line:
-            problems.append((line, f"caller_id: key {row.caller_key} already given on line {first_line[row.caller_key]}"))
+            earlier = first_line[row.caller_key]
+            problems.append((line, f"caller_id: key {row.caller_key} already given on line {earlier}"))
             continue
         first_line[row.caller_key] = line
         rows.append(row)

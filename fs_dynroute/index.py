@@ -254,7 +254,8 @@ class IndexedStore:
         for candidate in key_candidates(key, rule.prefix):
             entry = table.get(candidate)
             if entry is not None and (entry[2] is None or entry[2] > now):
-                expires = dt.datetime.fromtimestamp(entry[2], dt.timezone.utc).replace(tzinfo=None) if entry[2] else None
+                expires = (dt.datetime.fromtimestamp(entry[2], dt.timezone.utc).replace(tzinfo=None)
+                           if entry[2] else None)
                 return RouteView(entry[0], candidate, self._target(entry[1]), expires)
         return None
 

@@ -135,8 +135,8 @@ class SQLStore:
         if not rows:
             return None
         best = max(rows, key=lambda r: len(r.caller_key))
-        return RouteView(best.id, best.caller_key, route_target(best.destination, destination_map(), self.default_context),
-                         best.expires_at, best.notes)
+        target = route_target(best.destination, destination_map(), self.default_context)
+        return RouteView(best.id, best.caller_key, target, best.expires_at, best.notes)
 
     @_healing
     def consume(self, rule: RuleView, decision: Decision, call_uuid: str | None,
@@ -204,7 +204,8 @@ class ChangeFeed:
     @_healing
     def routes(self, rule_id: int, keys: list[str] | None = None) -> list[RouteRow]:
         """A rule's routes (all, or those with ``keys``)."""
-        query = Route.select(Route.id, Route.caller_key, Route.destination, Route.expires_at).where(Route.rule == rule_id)
+        query = (Route.select(Route.id, Route.caller_key, Route.destination, Route.expires_at)
+                 .where(Route.rule == rule_id))
         if keys is not None:
             query = query.where(Route.caller_key.in_(keys))
         return list(query.tuples().iterator())

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 import gevent
 
 from fs_dynroute.database import open_database
+from fs_dynroute.fakeswitch.switch import Dialplan
 from fs_dynroute.index import IndexedStore
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.store import SQLStore
-from fs_dynroute.fakeswitch.switch import Dialplan
 
 
 def open_fds() -> set[str]:
@@ -60,7 +60,7 @@ def refresh(server: DynrouteServer) -> None:
 
 
 def hosts(server: DynrouteServer) -> str:
-    return "%s:%d" % server.address
+    return "{}:{}".format(*server.address)
 
 
 def dialplan_for(server: DynrouteServer, default: str = "5000 XML default") -> Dialplan:

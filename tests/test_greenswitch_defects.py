@@ -35,12 +35,11 @@ from gevent.server import StreamServer
 
 from fs_dynroute import admin, esl
 from fs_dynroute.decision import Decision, RuleView
+from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.session import Channel, Router
 from fs_dynroute.store import SQLStore
-from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
-from tests.gsdemo import (RawSwitch, captured_event, connect_reply, event_json, greenswitch_server,
-                          routing_app)
+from tests.gsdemo import RawSwitch, captured_event, connect_reply, event_json, greenswitch_server, routing_app
 from tests.serving import live_greenlets, open_fds, running_server
 from tests.test_server import demo_db, server, write_locked  # noqa: F401  (fixtures, and the lock helper)
 
@@ -59,7 +58,7 @@ def db_url(tmp_path) -> str:
 
 def dial(target: DynrouteServer | int, caller: str | None, dest: str = SOURCE, **kw: object) -> CallOutcome:
     """One call through the recommended dialplan (default: No Match) to our server or to a greenswitch port."""
-    hosts = f"127.0.0.1:{target}" if isinstance(target, int) else "%s:%d" % target.address
+    hosts = f"127.0.0.1:{target}" if isinstance(target, int) else "{}:{}".format(*target.address)
     return place_call(Dialplan.recommended(hosts, NO_MATCH), caller, dest, stuck_after=3.0, **kw)
 
 
@@ -122,7 +121,8 @@ def test_a_no_accept_sleep_back_to_back_calls_each_fast(server: DynrouteServer) 
     outcomes = [dial(server, "+15551111111") for _ in range(30)]
     assert {(o.ended, o.target) for o in outcomes} == {("transferred", ACME)}
     silences = [o.silence for o in outcomes]
-    assert max(silences) < 0.05, f"slowest {max(silences) * 1e3:.1f} ms, median {statistics.median(silences) * 1e3:.1f} ms"
+    assert max(silences) < 0.05, (f"slowest {max(silences) * 1e3:.1f} ms, "
+                                  f"median {statistics.median(silences) * 1e3:.1f} ms")
 
 
 def test_greenswitch_0_0_19_has_defect_a(store_router: StoreRouter) -> None:

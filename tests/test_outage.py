@@ -18,8 +18,8 @@ import pytest
 
 from fs_dynroute import admin, demo
 from fs_dynroute.database import backend_of
-from tests.backends import BACKENDS, admin_connection
 from fs_dynroute.fakeswitch.switch import place_call
+from tests.backends import BACKENDS, admin_connection
 from tests.serving import dialplan_for, running_server
 
 NO_MATCH = "5000 XML default"

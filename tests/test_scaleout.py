@@ -34,8 +34,8 @@ import gevent
 import pytest
 
 from fs_dynroute.database import backend_of, open_database
-from fs_dynroute.models import Audit, Route, database
 from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, place_call
+from fs_dynroute.models import Audit, Route, database
 from tests.test_cli import CLI, SCRIPT
 from tests.test_serve_process import free_port
 

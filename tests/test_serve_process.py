@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
-from tests.test_cli import SCRIPT, CLI
+from tests.test_cli import CLI, SCRIPT
 from tests.test_server import write_locked
 
 

@@ -19,10 +19,10 @@ import pytest
 from fs_dynroute import admin, demo
 from fs_dynroute.database import backend_of, open_database
 from fs_dynroute.dialplan import render
+from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from fs_dynroute.models import Audit, Route
 from fs_dynroute.server import DynrouteServer
 from fs_dynroute.store import SQLStore
-from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from tests.serving import dialplan_for, flush, hosts, live_greenlets, open_fds, refresh, running_server, settle
 
 NO_MATCH = "5000 XML default"  # the demo rule's No Match Destination (main-ivr)
@@ -210,7 +210,7 @@ class write_locked:
         conn.rollback()
         conn.close()
 
-    def __enter__(self) -> "write_locked":
+    def __enter__(self) -> write_locked:
         self.thread.start()
         assert self.held.wait(5)
         return self

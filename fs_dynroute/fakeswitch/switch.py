@@ -1,8 +1,9 @@
 """A fake FreeSWITCH: runs one call through a dialplan and drives our outbound socket server as the captures show.
 
 Built on ``gevent.socket``, so it runs in the same process as a gevent server (tests) and on its own (a
-benchmark in another process, or ``python -m fs_dynroute.fakeswitch.switch``). It speaks through ``fs_dynroute.esl`` from
-FreeSWITCH's side: :class:`~fs_dynroute.esl.CommandReader` for what the server sends, the encoders for replies.
+benchmark in another process, or ``python -m fs_dynroute.fakeswitch.switch``). It speaks through
+``fs_dynroute.esl`` from FreeSWITCH's side: :class:`~fs_dynroute.esl.CommandReader` for what the server sends,
+the encoders for replies.
 
 What is modelled, each from a capture (``fs_dynroute/fakeswitch/recordings``) or from mod_event_socket's source:
 
@@ -527,7 +528,7 @@ class _Session:
     def _full_reply(self, command: esl.Command, line: str) -> str | None:
         if line.startswith("api "):
             name = command.line[4:].split(" ", 1)[0]
-            self._send(esl.api_response(f"-ERR {name} Command not found!\n".encode("utf-8")))
+            self._send(esl.api_response(f"-ERR {name} Command not found!\n".encode()))
             return None
         if line.startswith("linger"):
             seconds = command.line[7:].strip() if command.line[6:7] == " " else ""
