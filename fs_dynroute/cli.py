@@ -15,6 +15,7 @@ import peewee as pw
 from fs_dynroute import __version__, admin, csvio, demo
 from fs_dynroute.database import DatabaseURLError, open_database
 from fs_dynroute.destinations import DestinationError
+from fs_dynroute.fakeswitch import call
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.routing import route_call
 from fs_dynroute.schema import CURRENT_VERSION, initdb, schema_sql, stored_version
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "FreeSWITCH tries them in order (default 127.0.0.1:8084)")
     p.add_argument("--context", default="public", help="dialplan context the file goes into (default public)")
     p.set_defaults(func=cmd_dialplan)
+    call.add_parser(sub, [common, as_json])
     return parser
 
 

@@ -174,6 +174,7 @@ class CallOutcome:
     silence: float  # seconds from the socket application starting to it ending
     host: str | None  # the host:port that answered
     error: str | None = None  # a framing error the server committed, if any
+    unanswered: list[str] = field(default_factory=list)  # "host:port: why" for each host that did not answer
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly view, for the CLI."""
@@ -184,6 +185,7 @@ class CallOutcome:
             "silence": round(self.silence, 6),
             "sent": [command.line for command in self.sent],
             "error": self.error,
+            "unanswered": self.unanswered,
         }
 
 
@@ -229,6 +231,7 @@ class _Call:
         self.silence = 0.0
         self.host: str | None = None
         self.error: str | None = None
+        self.unanswered: list[str] = []
         for name, value in (options["variables"] or {}).items():
             self.set(name, value)
         if options["behaviour"] == "inject":
@@ -276,7 +279,8 @@ class _Call:
             target = (target or "").strip()
             known = self.options["known_targets"]
             kind = "dropped" if not target or (known is not None and target not in known) else "transferred"
-        return CallOutcome(target, kind, dict(self.variables), self.sent, self.silence, self.host, self.error)
+        return CallOutcome(target, kind, dict(self.variables), self.sent, self.silence, self.host, self.error,
+                           self.unanswered)
 
     def _socket(self, data: str) -> tuple[str, str | None] | None:
         tokens = data.split()
@@ -298,7 +302,8 @@ class _Call:
         host, port = _split_host(spec)
         try:
             sock = gsocket.create_connection((host, port), timeout=self.options["connect_timeout"])
-        except OSError:
+        except OSError as exc:
+            self.unanswered.append(f"{spec}: {_connect_error(exc)}")
             return None
         sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
         return sock
@@ -363,6 +368,13 @@ class _Call:
         if name == "Control":
             return "full" if full else "single-channel"
         return self.uuid if value == self.template.uuid else value
+
+
+def _connect_error(exc: OSError) -> str:
+    """Why a host did not answer, in the words of a socket error (``connection refused``)."""
+    if isinstance(exc, (stdsocket.timeout, TimeoutError)):
+        return "no answer (connect timed out)"
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
 
 def _split_host(spec: str) -> tuple[str, int]:
