@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli import CLI
+from tests.test_cli import CLI, SCRIPT
 from tests.test_serve_process import ServeProcess, free_port
 from tests.test_server import write_locked
 
@@ -96,6 +97,25 @@ def test_a_server_past_its_deadline_leaves_the_call_at_the_dialplan_default(db_u
     finally:
         log = server.stop()[1]
     assert "outcome=timeout" in log
+
+
+def test_a_server_over_capacity_leaves_the_call_at_the_dialplan_default(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'routes.db'}"
+    cli = CLI(url)
+    cli("initdb", "--demo")
+    cli("rule", "edit", "Customer Routing", "--delete-after-use")
+    server = ServeProcess(url, "--max-sessions", "1", "--decision-timeout", "3")
+    command = [SCRIPT, "call", "--to", "5550100", "--from", "+15551111111", "--server", f"127.0.0.1:{server.port}",
+               "--db", url]
+    try:
+        with write_locked(url):  # the first call to connect holds the only session for its 3 s deadline
+            calls = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+            outputs = sorted(c.communicate(timeout=30)[0] for c in calls)
+    finally:
+        server.stop()
+    assert "closed the connection at once (over capacity?" in outputs[0], outputs
+    assert "sent no decision (past its deadline" in outputs[1], outputs
+    assert all(" -> 5000 XML default (dialplan default: " in out for out in outputs)
 
 
 def test_json_gives_the_target_the_variables_and_the_time(demo: tuple[CLI, str]) -> None:
