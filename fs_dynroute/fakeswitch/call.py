@@ -79,9 +79,8 @@ def resolve_first(servers: Sequence[str]) -> None:
     from gevent import socket
 
     for spec in servers:
-        host, _, port = spec.rpartition(":")
         try:
-            socket.getaddrinfo(host.strip("[]"), int(port))
+            socket.getaddrinfo(spec.rpartition(":")[0].strip("[]"), None)
         except OSError:
             continue
 
