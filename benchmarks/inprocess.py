@@ -85,8 +85,8 @@ def run(db: str, routes: int, threads: int, per_thread: int, pause: float) -> di
         "handler": lambda session: fsapp.handler(session, ""),
         "mod_python3": lambda session: modpython.run_python_app(APP, session),
     }
-    report: dict[str, Any] = {"routes": routes, "ready_s": round(ready, 2), "rss_mib": round(rss_kib(os.getpid()) / 1024),
-                              "pause_s": pause, "runs": []}
+    report: dict[str, Any] = {"routes": routes, "ready_s": round(ready, 2),
+                              "rss_mib": round(rss_kib(os.getpid()) / 1024), "pause_s": pause, "runs": []}
     try:
         for name, call in calls.items():
             measure(call, 1, min(per_thread, 2000), routes, 0.0)  # warm up

@@ -14,8 +14,9 @@ load generator shares two cores with the server and must spend as little CPU per
 
 Per call it records the latency from ``connect()`` to the end of the socket application (``exit`` arriving, or
 the server's close after it set variables), the ``dynroute_target`` the server set, the commands and bytes each
-way (FreeSWITCH's side of the work), and failures (closed before setting anything, timeout, refused, reset). ``wrong`` counts calls whose target (or
-``dynroute_key``/``dynroute_result``) differs from what ``benchmarks.workload`` says the call must get.
+way (FreeSWITCH's side of the work), and failures (closed before setting anything, timeout, refused, reset).
+``wrong`` counts calls whose target (or ``dynroute_key``/``dynroute_result``) differs from what
+``benchmarks.workload`` says the call must get.
 
     python -m benchmarks.loadgen --port 8084 --concurrency 50 --duration 10 --routes 1000000
     python -m benchmarks.loadgen --port 8084 --rate 1000 --duration 10 --routes 1000000

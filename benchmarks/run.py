@@ -21,11 +21,11 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import statistics
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -292,7 +292,7 @@ def interleaved(s: Settings, db_path: Path) -> dict[str, Any]:
     with ExitStack() as stack:
         servers = [(name, stack.enter_context(start(name, f"{label} rounds", s, db_path, source=source)), label)
                    for name, label, source in plan]
-        for name, server, label in servers:
+        for _name, server, _label in servers:
             loadgen(server, s, check=False, duration=s.warmup)
         for n in range(s.rounds):
             for name, server, label in servers:
@@ -566,8 +566,8 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
     rounds = extra.get("interleaved")
     if isinstance(rounds, dict):
         medians = {label: v["median_calls_per_s"] for label, v in rounds["servers"].items()}
-        lines.append(f"- closed loop c={s.concurrency}, {rounds['rounds']} interleaved rounds of {rounds['seconds']:g} s "
-                     "(median calls/s; CPU us/call; rounds):")
+        lines.append(f"- closed loop c={s.concurrency}, {rounds['rounds']} interleaved rounds of "
+                     f"{rounds['seconds']:g} s (median calls/s; CPU us/call; rounds):")
         for label, v in rounds["servers"].items():
             ratios = ", ".join(f"{_ratio(medians[label], m):.2f}x {other}" for other, m in medians.items()
                                if other != label and label.startswith("fs_dynroute") and m)
@@ -584,8 +584,8 @@ def render(rows: list[Row], extra: dict[str, Any], s: Settings) -> str:
     for key in ("fs_dynroute_server", "greenswitch_server", "mariadb_server"):
         srv = extra.get(key)
         if isinstance(srv, dict) and srv.get("crosscheck"):
-            lines.append(f"- {key.replace('_server', '')}: fs_dynroute.fakeswitch calls that ended elsewhere than expected: "
-                         f"{srv['crosscheck']}")
+            lines.append(f"- {key.replace('_server', '')}: fs_dynroute.fakeswitch calls that ended elsewhere "
+                         f"than expected: {srv['crosscheck']}")
     for key in ("fs_dynroute_server", "mariadb_server"):
         srv = extra.get(key)
         if isinstance(srv, dict):

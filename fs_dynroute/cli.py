@@ -18,6 +18,7 @@ from fs_dynroute.database import DatabaseURLError, open_database, write_transact
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.dialplan import MODES
 from fs_dynroute.dryrun import dry_run
+from fs_dynroute.fakeswitch.call import add_call_command
 from fs_dynroute.models import Destination, Route, Rule, database, destination_map
 from fs_dynroute.schema import initdb, schema_sql
 from fs_dynroute.store import SQLStore
@@ -378,7 +379,7 @@ def add_serve_commands(commands: Commands) -> None:
 # Each builder adds one group of commands; a new command is a builder function added here.
 BUILDERS: tuple[Callable[[Commands], None], ...] = (
     add_setup, add_rule_commands, add_route_commands, add_dest_commands, add_query_commands, add_serve_commands,
-    track_cli.add_track_commands, webcli.add_web_commands)
+    track_cli.add_track_commands, webcli.add_web_commands, add_call_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

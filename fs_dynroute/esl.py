@@ -20,8 +20,8 @@ Wire rules, checked against byte-exact captures from FreeSWITCH 1.10.12 (see tes
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
@@ -366,7 +366,7 @@ def sendmsg_execute(app: str, arg: str) -> bytes:
     return (
         "sendmsg\ncall-command: execute\n"
         f"execute-app-name: {app}\nexecute-app-arg: {arg}\n\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def set_variable(name: str, value: str) -> bytes:
@@ -441,7 +441,7 @@ def encode_headers(headers: list[tuple[str, str]]) -> bytes:
 def command_reply(text: str) -> bytes:
     """``Content-Type: command/reply`` with an unencoded Reply-Text, as mod_event_socket sends replies."""
     _refuse_controls("Reply-Text", text)
-    return f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode("utf-8")
+    return f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode()
 
 
 def api_response(body: bytes) -> bytes:
@@ -478,4 +478,4 @@ def linger_notice(uuid: str, channel_name: str, linger_time: int = -1) -> bytes:
         f"Channel-Name: {channel_name}\n"
         f"Linger-Time: {linger_time}\n"
         "Content-Length: 0\n\n"
-    ).encode("utf-8")
+    ).encode()

@@ -26,8 +26,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Union
 
-from fs_dynroute.esl import DISCONNECT_NOTICE_BODY, ESLProtocolError, Message, MessageReader, decode_value
-from fs_dynroute.esl import _split_header as split_header  # the one ``Name: value`` rule, shared
+from fs_dynroute.esl import (
+    DISCONNECT_NOTICE_BODY,
+    ESLProtocolError,
+    Message,
+    MessageReader,
+    _split_header as split_header,  # the one ``Name: value`` rule, shared
+    decode_value,
+)
 
 __all__ = [
     "ApiResponse",
@@ -204,7 +210,7 @@ def auth_command(password: str) -> bytes:
     of the line and compares; a space or newline could never be part of a working one)."""
     if not _PASSWORD.fullmatch(password):
         raise ValueError("password: must be one word of printable characters")
-    return f"auth {password}\n\n".encode("utf-8")
+    return f"auth {password}\n\n".encode()
 
 
 def event_command(fmt: str, names: Iterable[str]) -> bytes:
@@ -223,14 +229,14 @@ def filter_command(header: str, value: str, *, delete: bool = False) -> bytes:
         raise ValueError(f"filter header must be a header name, got {header!r}")
     if not _FILTER_VALUE.fullmatch(value):
         raise ValueError(f"filter value must be one word of printable characters, got {value!r}")
-    return f"filter {'delete ' if delete else ''}{header} {value}\n\n".encode("utf-8")
+    return f"filter {'delete ' if delete else ''}{header} {value}\n\n".encode()
 
 
 def api_command(command: str) -> bytes:
     """``api <command> [args]``: run an API command and wait for its ``api/response``."""
     if not _API_COMMAND.fullmatch(command):
         raise ValueError(f"api command must be printable text without control characters, got {command!r}")
-    return f"api {command}\n\n".encode("utf-8")
+    return f"api {command}\n\n".encode()
 
 
 def noevents_command() -> bytes:

@@ -30,8 +30,16 @@ from gevent.threadpool import ThreadPool
 from fs_dynroute import expiry
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.models import utcnow
-from fs_dynroute.store import (ChangeFeed, RouteRow, Snapshot, SQLStore, key_candidates, one_line, route_target,
-                               rule_view)
+from fs_dynroute.store import (
+    ChangeFeed,
+    RouteRow,
+    Snapshot,
+    SQLStore,
+    key_candidates,
+    one_line,
+    route_target,
+    rule_view,
+)
 from fs_dynroute.validation import clashes, raise_first
 
 log = logging.getLogger(__name__)
@@ -425,7 +433,8 @@ class IndexedStore:
         for candidate in key_candidates(key, rule.prefix):
             entry = table.get(candidate)
             if entry is not None and (entry[2] is None or entry[2] > now):
-                expires = dt.datetime.fromtimestamp(entry[2], dt.timezone.utc).replace(tzinfo=None) if entry[2] else None
+                expires = (dt.datetime.fromtimestamp(entry[2], dt.timezone.utc).replace(tzinfo=None)
+                           if entry[2] else None)
                 return RouteView(entry[0], candidate, self._target(entry[1]), expires)
         return None
 

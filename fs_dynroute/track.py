@@ -7,7 +7,8 @@ gone: hangups wait in a bounded queue (the oldest dropped and counted when it is
 is back. A hangup seen twice (a reconnect mid-call) is queued once. No byte in 2.5 heartbeat intervals (FreeSWITCH
 sends a HEARTBEAT every 20 s to a subscriber) means a dead connection, not a quiet switch.
 
-What it is doing is written every second, and after each change it makes, to a small JSON status file that ``fs-dynroute track status`` reads.
+What it is doing is written every second, and after each change it makes, to a small JSON status file that
+``fs-dynroute track status`` reads.
 """
 
 from __future__ import annotations

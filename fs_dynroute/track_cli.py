@@ -132,8 +132,8 @@ def run_tracker(args: argparse.Namespace, status_file: Path) -> int:
 
     from fs_dynroute.database import open_database
     from fs_dynroute.models import database
-    from fs_dynroute.track import Tracker, read_password
     from fs_dynroute.service import check_schema
+    from fs_dynroute.track import Tracker, read_password
     from fs_dynroute.track_pyesl import available
 
     try:

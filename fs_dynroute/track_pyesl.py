@@ -67,8 +67,9 @@ def _ok(reply: Any) -> bool:
 
 
 def _session(tracker: Tracker, password: str, loop: Any) -> None:
-    from fs_dynroute.track import Lost
     import ESL
+
+    from fs_dynroute.track import Lost
 
     socket.create_connection(tracker.esl, timeout=5).close()  # down: OSError, and the tracker reconnects
     connection = ESL.ESLconnection(tracker.esl[0], str(tracker.esl[1]), password)

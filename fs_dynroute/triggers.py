@@ -43,8 +43,10 @@ _MYSQL = [
 
 _POSTGRESQL = [
     "CREATE OR REPLACE FUNCTION dynroute_route_changed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    "IF TG_OP <> 'INSERT' THEN INSERT INTO dynroute_change (rule_id, caller_key) VALUES (OLD.rule_id, OLD.caller_key); END IF; "
-    "IF TG_OP <> 'DELETE' THEN INSERT INTO dynroute_change (rule_id, caller_key) VALUES (NEW.rule_id, NEW.caller_key); END IF; "
+    "IF TG_OP <> 'INSERT' THEN "
+    "INSERT INTO dynroute_change (rule_id, caller_key) VALUES (OLD.rule_id, OLD.caller_key); END IF; "
+    "IF TG_OP <> 'DELETE' THEN "
+    "INSERT INTO dynroute_change (rule_id, caller_key) VALUES (NEW.rule_id, NEW.caller_key); END IF; "
     "RETURN NULL; END $$",
     "CREATE OR REPLACE FUNCTION dynroute_rule_changed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
     "IF TG_OP = 'DELETE' THEN INSERT INTO dynroute_change (rule_id) VALUES (OLD.id); "

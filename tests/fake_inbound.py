@@ -1,4 +1,5 @@
-"""A fake of FreeSWITCH's inbound event socket (127.0.0.1:<free port>) for ``dialplan --reload``, speaking the captured bytes.
+"""A fake of FreeSWITCH's inbound event socket (127.0.0.1:<free port>) for ``dialplan --reload``, speaking the
+captured bytes.
 
 Greeting, auth replies and the goodbye are the chunks FreeSWITCH 1.10 sent in recordings/inbound/; an
 ``api`` answer is framed as the captured ``api uuid_kill`` answer is (esl.api_response, checked against it).
@@ -67,7 +68,8 @@ class FakeInbound:
                     if not authed:
                         return
                 elif command.name == "api" and authed:
-                    conn.sendall(api_response(API.get(command.args, f"-ERR {command.args} Command not found!\n".encode())))
+                    conn.sendall(api_response(API.get(command.args,
+                                                      f"-ERR {command.args} Command not found!\n".encode())))
                 elif command.name == "exit":
                     conn.sendall(GOODBYE)
                     return

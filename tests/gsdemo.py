@@ -17,7 +17,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import gevent
@@ -26,8 +26,8 @@ from gevent.event import Event
 from greenswitch import esl as gsesl
 
 from fs_dynroute import esl
-from fs_dynroute.session import Channel
 from fs_dynroute.fakeswitch import captures, switch as fakeswitch
+from fs_dynroute.session import Channel
 from tests.serving import free_port, live_greenlets, open_fds
 
 EVENT_CAPTURE = "async/a_transfer.repr"  # a loopback call's event-plain stream (async full socket)
@@ -58,7 +58,7 @@ def connect_reply(caller_id: str, destination: str, *, hosts: str = "127.0.0.1:8
     return esl.encode_headers(call.connect_headers(async_mode=False, full=False))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _captured_events() -> tuple[tuple[tuple[str, str], ...], ...]:
     reader = esl.MessageReader(max_buffer=4 * 1024 * 1024)
     reader.feed(b"".join(captures.received(EVENT_CAPTURE)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import peewee as pw
 
 from fs_dynroute import demo
-from fs_dynroute.models import Rule
 from fs_dynroute.fakeswitch.switch import place_call
+from fs_dynroute.models import Rule
 from tests.serving import CLI, dialplan_for, running_server
 
 NO_MATCH = "5000 XML default"

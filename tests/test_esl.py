@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -20,8 +20,7 @@ from fs_dynroute.esl import (
 from fs_dynroute.fakeswitch import captures
 
 try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
+    from hypothesis import given, settings, strategies as st
 except ImportError:  # pragma: no cover - hypothesis is optional
     given = None
 
@@ -56,7 +55,7 @@ def stream(name: str) -> bytes:
     return b"".join(captures.received(name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def messages(name: str) -> tuple[Message, ...]:
     return tuple(read(captures.received(name)))
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
-from fs_dynroute import esl
-from fs_dynroute import esl_inbound as ei
+from fs_dynroute import esl, esl_inbound as ei
 from fs_dynroute.esl import ESLProtocolError
 from fs_dynroute.fakeswitch import captures
 
 try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
+    from hypothesis import given, settings, strategies as st
 except ImportError:  # pragma: no cover - hypothesis is optional
     given = None
 
@@ -38,7 +36,7 @@ def stream(name: str) -> bytes:
     return b"".join(captures.received(name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def items(name: str) -> tuple[ei.Item, ...]:
     return tuple(read(captures.received(name)))
 

@@ -18,7 +18,6 @@ from fs_dynroute import esl
 from fs_dynroute.fakeswitch import captures
 from fs_dynroute.fakeswitch.switch import CallOutcome, Dialplan, FakeFreeSWITCH, main, place_call
 
-
 DEFAULT = "9999 XML default"
 TARGET = "1001 XML default"
 SHORT = 0.3  # stuck_after / first_command_timeout in tests: long enough for loopback, short for the suite

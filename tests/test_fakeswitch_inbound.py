@@ -10,7 +10,7 @@ from gevent import socket
 
 from fs_dynroute import esl_inbound as ei
 from fs_dynroute.fakeswitch import captures
-from fs_dynroute.fakeswitch.inbound import (SCENARIOS, InboundSwitch, bridged_leg, captured_hangups, variant)
+from fs_dynroute.fakeswitch.inbound import SCENARIOS, InboundSwitch, bridged_leg, captured_hangups, variant
 
 
 @pytest.fixture

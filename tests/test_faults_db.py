@@ -1,15 +1,27 @@
 """Fault isolation on the database side (issue 8): no bad row, lock, lost reply or reload takes routing down.
 
-| issue 8 item | test |
-|---|---|
-| 1 unreadable ``expires_at`` (MariaDB zero date; SQLite text, epoch, ``Z``; PostgreSQL year 10000, BC) | test_an_unreadable_expiry_costs_only_its_route |
-| 2 locked Delete After Use rows starve the poller (FOR UPDATE; SQLite write lock) | test_locked_delete_after_use_rows_do_not_starve_other_calls |
-| 3 lost COMMIT acknowledgement loses a record | test_a_lost_commit_reply_puts_the_record_back |
-| 4 a full reload sends calls to No Match | test_calls_during_full_reloads_route_correctly; test_a_full_load_held_up_leaves_the_index_serving_and_fresh (1M rows and event-loop stalls: benchmarks/reload.py) |
-| 5 ``dynroute_change`` never pruned | test_the_change_log_is_pruned_although_the_index_reloads |
-| 5 SQLite change ids restart after pruning | test_change_ids_never_go_back_after_pruning; test_schema (upgrade from v2) |
-| 7 ``Main-IVR`` overwrites ``main-ivr`` on MariaDB | test_names_differing_only_in_case_are_one_name |
-| 13 reconnects logged every poll; multi-line psycopg2 messages | test_outage.test_database_down_no_match_within_deadline_logged_once_each_way |
+============  ========================================================================================================
+issue 8 item  the fault, then its test(s) on the indented line below
+============  ========================================================================================================
+1             unreadable ``expires_at`` (MariaDB zero date; SQLite text, epoch, ``Z``; PostgreSQL year 10000, BC)
+                  test_an_unreadable_expiry_costs_only_its_route
+2             locked Delete After Use rows starve the poller (FOR UPDATE; SQLite write lock)
+                  test_locked_delete_after_use_rows_do_not_starve_other_calls
+3             lost COMMIT acknowledgement loses a record
+                  test_a_lost_commit_reply_puts_the_record_back
+4             a full reload sends calls to No Match
+                  test_calls_during_full_reloads_route_correctly;
+                  test_a_full_load_held_up_leaves_the_index_serving_and_fresh
+                  (1M rows and event-loop stalls: benchmarks/reload.py)
+5             ``dynroute_change`` never pruned
+                  test_the_change_log_is_pruned_although_the_index_reloads
+5             SQLite change ids restart after pruning
+                  test_change_ids_never_go_back_after_pruning; test_schema (upgrade from v2)
+7             ``Main-IVR`` overwrites ``main-ivr`` on MariaDB
+                  test_names_differing_only_in_case_are_one_name
+13            reconnects logged every poll; multi-line psycopg2 messages
+                  test_outage.test_database_down_no_match_within_deadline_logged_once_each_way
+============  ========================================================================================================
 """
 
 from __future__ import annotations

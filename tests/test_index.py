@@ -58,7 +58,8 @@ def test_cli_and_crm_writes_reach_every_node_on_refresh(nodes, db: pw.Database) 
     a, b = nodes
     admin.add_route("Customer Routing", "+15553333333", "1003")
     rule_id = Rule.get().id
-    db.execute_sql(f"INSERT INTO dynroute_route (rule_id, caller_key, destination) VALUES ({rule_id}, '5554444444', '1004')")
+    db.execute_sql("INSERT INTO dynroute_route (rule_id, caller_key, destination) "
+                   f"VALUES ({rule_id}, '5554444444', '1004')")
     admin.delete_route("Customer Routing", "+15552222222")
     admin.add_route("Customer Routing", "+15551111111", "1011", "moved to a new rep")
     assert where(a, "+15553333333") == "5000 XML default"  # not yet seen

@@ -7,9 +7,8 @@ reloaded for every call as mod_python3 does.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import collections
+import datetime as dt
 import random
 import subprocess
 import sys
@@ -24,15 +23,19 @@ import pytest
 from fs_dynroute import admin, demo, inprocess, inprocess_config
 from fs_dynroute.config import ServeConfig
 from fs_dynroute.dialplan import render
-from fs_dynroute.fakeswitch.modpython import (FreeswitchModule, PythonCallOutcome, Session, install,
-                                              place_python_call, run_python_app)
+from fs_dynroute.fakeswitch.modpython import (
+    FreeswitchModule,
+    PythonCallOutcome,
+    Session,
+    install,
+    place_python_call,
+    run_python_app,
+)
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from fs_dynroute.models import Audit, Route, Rule
 from fs_dynroute.store import SQLStore
-from tests.backends import BACKENDS
-from tests.serving import running_server
-from tests.serving import CALLS, NO_MATCH, SCRIPT, write_locked
-from tests.backends import DatabaseOutage
+from tests.backends import BACKENDS, DatabaseOutage
+from tests.serving import CALLS, NO_MATCH, SCRIPT, running_server, write_locked
 
 OTHER_DEFAULT = "9999 XML default"  # a dialplan default that is not the rule's No Match Destination
 DYNROUTE_VARIABLES = ("dynroute_target", "dynroute_result", "dynroute_rule", "dynroute_key")
@@ -307,7 +310,7 @@ def test_a_thread_per_call_as_freeswitch_has_loses_no_database_connection(switch
     plan = python_dialplan("5550200")
     targets: list[str | None] = []
     for i in range(inprocess.MAX_CONNECTIONS + 20):
-        thread = threading.Thread(target=lambda: targets.append(
+        thread = threading.Thread(target=lambda i=i: targets.append(
             place_python_call(plan, f"+1{5_557_000_000 + i}", "5550200").target))
         thread.start()
         thread.join(5)

@@ -1,4 +1,5 @@
-"""The metric functions the call path calls, and the numbers the server lends at scrape time, as Prometheus reads them."""
+"""The metric functions the call path calls, and the numbers the server lends at scrape time, as Prometheus reads
+them."""
 
 from __future__ import annotations
 

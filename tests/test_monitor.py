@@ -16,9 +16,8 @@ from fs_dynroute import demo
 from fs_dynroute.fakeswitch.switch import place_call
 from fs_dynroute.monitor import monitor_app
 from fs_dynroute.web.server import WebServer
-from tests.backends import BACKENDS
+from tests.backends import BACKENDS, DatabaseOutage
 from tests.serving import dialplan_for, running_server
-from tests.backends import DatabaseOutage
 
 
 def get(url: str) -> tuple[int, str]:

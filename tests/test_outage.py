@@ -15,8 +15,8 @@ import peewee as pw
 import pytest
 
 from fs_dynroute import admin, demo
-from tests.backends import BACKENDS, DatabaseOutage
 from fs_dynroute.fakeswitch.switch import place_call
+from tests.backends import BACKENDS, DatabaseOutage
 from tests.serving import dialplan_for, running_server
 
 NO_MATCH = "5000 XML default"

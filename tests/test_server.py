@@ -21,7 +21,6 @@ from fs_dynroute.store import SQLStore
 from tests.serving import CALLS, NO_MATCH, dialplan_for, hosts, running_server, settle, wait_until, write_locked
 
 
-
 def generated_dialplan(server: Service, source: str = "5550100") -> Dialplan:
     """The dialplan `fs-dynroute dialplan` prints for the current rules, as FreeSWITCH would run it."""
     store = SQLStore(Route._meta.database.obj)

@@ -18,12 +18,11 @@ import peewee as pw
 import pytest
 
 from fs_dynroute import admin, demo
-from fs_dynroute.fakeswitch.inbound import (SCENARIOS, FakeEvent, InboundSwitch, bridged_leg, captured_hangups,
-                                           variant)
+from fs_dynroute.database import open_database
+from fs_dynroute.fakeswitch.inbound import SCENARIOS, FakeEvent, InboundSwitch, bridged_leg, captured_hangups, variant
 from fs_dynroute.fakeswitch.switch import place_call
 from fs_dynroute.models import Audit, Route, database
 from fs_dynroute.schema import initdb
-from fs_dynroute.database import open_database
 from fs_dynroute.track import AuthError, Tracker
 from fs_dynroute.track_pyesl import available
 from fs_dynroute.track_store import TrackOptions, set_track
@@ -164,8 +163,8 @@ def scenario_b_leg_uuid(scenario: str, fmt: str = "plain") -> str:
 
 
 @pytest.mark.parametrize("fmt", ["plain", "json"])
-def test_each_scenario_writes_or_does_not_write_the_right_route(client: str, switch: InboundSwitch, tracked: pw.Database,
-                                                                fmt: str) -> None:
+def test_each_scenario_writes_or_does_not_write_the_right_route(client: str, switch: InboundSwitch,
+                                                                tracked: pw.Database, fmt: str) -> None:
     with tracking(switch, tracked, fmt=fmt, client=client) as tracker:
         subscribed(switch, tracker)
         assert switch.subscribed()[0].filters == [("Event-Name", "CHANNEL_HANGUP_COMPLETE"),
@@ -191,8 +190,8 @@ def test_each_scenario_writes_or_does_not_write_the_right_route(client: str, swi
 
 
 @pytest.mark.parametrize("chunking", ["each", "split"])
-def test_events_split_across_reads_or_glued_give_the_same_routes(client: str, switch: InboundSwitch, tracked: pw.Database,
-                                                                 chunking: str) -> None:
+def test_events_split_across_reads_or_glued_give_the_same_routes(client: str, switch: InboundSwitch,
+                                                                 tracked: pw.Database, chunking: str) -> None:
     with tracking(switch, tracked, client=client) as tracker:
         subscribed(switch, tracker)
         switch.deliver([e for s in SCENARIOS for e in captured_hangups()[s]], chunking, split=333)
@@ -200,7 +199,8 @@ def test_events_split_across_reads_or_glued_give_the_same_routes(client: str, sw
     assert set(routes("Callbacks")) == {"5551000002", "5551000003", "5551000004"}
 
 
-def test_the_json_capture_replayed_exactly_as_recorded(client: str, switch: InboundSwitch, tracked: pw.Database) -> None:
+def test_the_json_capture_replayed_exactly_as_recorded(client: str, switch: InboundSwitch,
+                                                       tracked: pw.Database) -> None:
     with tracking(switch, tracked, fmt="json", client=client) as tracker:
         subscribed(switch, tracker)
         assert switch.replay("inbound/i3_events_json.repr") == 1
@@ -209,7 +209,7 @@ def test_the_json_capture_replayed_exactly_as_recorded(client: str, switch: Inbo
     assert set(routes("Last agent")) == {"5551000001", "5551000005"}
 
 
-def test_reconnects_after_the_switch_drops_it_and_writes_a_repeated_event_once(client: str, 
+def test_reconnects_after_the_switch_drops_it_and_writes_a_repeated_event_once(client: str,
         switch: InboundSwitch, tracked: pw.Database, caplog: pytest.LogCaptureFixture) -> None:
     with tracking(switch, tracked, client=client) as tracker:
         subscribed(switch, tracker)
@@ -324,7 +324,8 @@ def served(db_url: str) -> Iterator[object]:
         yield server
 
 
-def test_a_missed_call_becomes_a_return_that_reaches_the_rep_once(client: str, switch: InboundSwitch, db_url: str) -> None:
+def test_a_missed_call_becomes_a_return_that_reaches_the_rep_once(client: str, switch: InboundSwitch,
+                                                                  db_url: str) -> None:
     with served(db_url) as server:
         with tracking(switch, database.obj, client=client) as tracker:
             subscribed(switch, tracker)

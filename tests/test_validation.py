@@ -97,7 +97,7 @@ def test_admin_check_and_the_server_agree_on_every_bad_row(db: pw.Database, db_u
                 admin.add_rule(f"New {row['name']}" if field != "name:" else f"X{row['name']}", spec)
     with pytest.raises(admin.UserError, match="destination"):
         admin.add_destination("piped2", "1001|dynroute_target=evil")
-    for why, key, dest, admin_field, _ in BAD_ROUTES:
+    for _why, key, dest, admin_field, _ in BAD_ROUTES:
         with pytest.raises(admin.UserError, match=f"^{admin_field}"):
             admin.add_route(demo.RULE, key, dest)
 

@@ -24,8 +24,7 @@ from fs_dynroute.database import open_database
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
 from fs_dynroute.models import Audit, Route, Rule, Token, utcnow
 from fs_dynroute.web import create_app
-from tests.serving import CLI
-from tests.serving import ServeProcess
+from tests.serving import CLI, ServeProcess
 
 RULE = demo.RULE
 ROUTES = f"/api/rules/{RULE}/routes"
@@ -214,7 +213,8 @@ def test_a_refused_route_names_its_field_and_writes_nothing(api: Api, caller_id:
 
 def add_routes(count: int) -> list[str]:
     keys = [f"555{n:07d}" for n in range(count)]
-    upsert_routes(get_rule(RULE), (ValidRoute(k, "1001", f"customer {n}", None) for n, k in enumerate(keys)), batch=1000)
+    upsert_routes(get_rule(RULE), (ValidRoute(k, "1001", f"customer {n}", None) for n, k in enumerate(keys)),
+                  batch=1000)
     return keys
 
 
@@ -443,7 +443,8 @@ def test_the_page_answers_people_with_pages_and_types_its_fields(client: FlaskCl
     csrf = page_session(client, api.token)
     missing = client.get("/rules/Nope")
     assert missing.status_code == 404 and "There is no such page" in missing.get_data(as_text=True)
-    form = {"csrf_token": csrf, "name": "X", "source": "5550300", "digits_match": "ten", "no_match_destination": "main-ivr"}
+    form = {"csrf_token": csrf, "name": "X", "source": "5550300", "digits_match": "ten",
+            "no_match_destination": "main-ivr"}
     refused = client.post("/rules/new", data=form)
     assert refused.status_code == 400 and "&#39;ten&#39; is not a whole number" in refused.get_data(as_text=True)
     assert client.post("/rules/new", data={**form, "digits_match": "10"}).status_code == 302

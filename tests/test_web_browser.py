@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 
 from fs_dynroute.database import open_database
-from fs_dynroute.models import Route, Rule, database
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
+from fs_dynroute.models import Route, Rule, database
 from tests.fake_inbound import FakeInbound
-from tests.serving import CLI, SCRIPT
-from tests.serving import ServeProcess
-from tests.serving import free_port
+from tests.serving import CLI, SCRIPT, ServeProcess, free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -65,7 +63,8 @@ def site(tmp_path: Path) -> Iterator[tuple[Web, str, str, str]]:
     db_url = f"sqlite:///{tmp_path / 'routes.db'}"
     cli = CLI(db_url)
     cli("initdb", "--demo")
-    token, reader = cli("token", "add", "admin").stdout.strip(), cli("token", "add", "wallboard", "--read-only").stdout.strip()
+    token = cli("token", "add", "admin").stdout.strip()
+    reader = cli("token", "add", "wallboard", "--read-only").stdout.strip()
     web = Web(db_url, tmp_path / "web.log")
     try:
         yield web, db_url, token, reader
@@ -96,7 +95,8 @@ def stored(db_url: str) -> tuple[list[tuple], list[tuple]]:
     database.initialize(db)
     with db.connection_context():
         return (list(Rule.select(Rule.name, Rule.enabled).order_by(Rule.name).tuples()),
-                list(Route.select(Route.caller_key, Route.destination, Route.notes).order_by(Route.caller_key).tuples()))
+                list(Route.select(Route.caller_key, Route.destination, Route.notes)
+                     .order_by(Route.caller_key).tuples()))
 
 
 def sign_in(browser: object, web: Web, token: str) -> object:
@@ -252,7 +252,8 @@ def test_a_revoked_token_ends_its_page_sessions_at_once(site: tuple, browser: ob
 
 
 
-def test_the_page_says_when_the_installed_dialplan_is_out_of_date_and_installs_it(tmp_path: Path, browser: object) -> None:
+def test_the_page_says_when_the_installed_dialplan_is_out_of_date_and_installs_it(tmp_path: Path,
+                                                                                  browser: object) -> None:
     db_url = f"sqlite:///{tmp_path / 'routes.db'}"
     cli = CLI(db_url)
     cli("initdb", "--demo")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 import gevent
 import gevent.pool

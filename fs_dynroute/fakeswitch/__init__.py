@@ -1,1 +1,1 @@
-"""A fake FreeSWITCH built from byte-exact captures of a real one: for the tests, the benchmarks and ``fs-dynroute call``."""
+"""A fake FreeSWITCH built from byte-exact captures of a real one: for tests, benchmarks and ``fs-dynroute call``."""

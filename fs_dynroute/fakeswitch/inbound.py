@@ -27,16 +27,14 @@ import sys
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import gevent
 import gevent.lock
 from gevent.server import StreamServer
 
-from fs_dynroute import esl
-from fs_dynroute import esl_inbound as ei
+from fs_dynroute import esl, esl_inbound as ei
 from fs_dynroute.fakeswitch import captures
-
 
 PASSWORD = "ClueCon"
 SCENARIOS = ("s1", "s2", "s3", "s4", "s5", "s6")
@@ -75,7 +73,7 @@ def _frames(chunks: Sequence[tuple[str, bytes]]) -> list[tuple[str, esl.Message]
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def captured_hangups(fmt: str = "plain") -> dict[str, tuple[FakeEvent, ...]]:
     """Scenario -> its CHANNEL_HANGUP_COMPLETE events in captured order (4 legs: X, A, B, W in some order)."""
     out: dict[str, list[FakeEvent]] = {s: [] for s in SCENARIOS}
@@ -94,7 +92,7 @@ def bridged_leg(scenario: str, fmt: str = "plain") -> FakeEvent:
                 if e.get("Call-Direction") == "outbound" and e.get("Other-Leg-Unique-ID"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def heartbeat_template() -> FakeEvent:
     for _, message in _frames([("", c) for c in captures.received("inbound/i5_idle.repr")]):
         if message.content_type == "text/event-plain":

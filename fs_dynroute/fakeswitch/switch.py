@@ -1,8 +1,9 @@
 """A fake FreeSWITCH: runs one call through a dialplan and drives our outbound socket server as the captures show.
 
 Built on ``gevent.socket``, so it runs in the same process as a gevent server (tests) and on its own (a
-benchmark in another process, or ``python -m fs_dynroute.fakeswitch.switch``). It speaks through ``fs_dynroute.esl`` from
-FreeSWITCH's side: :class:`~fs_dynroute.esl.CommandReader` for what the server sends, the encoders for replies.
+benchmark in another process, or ``python -m fs_dynroute.fakeswitch.switch``). It speaks through
+``fs_dynroute.esl`` from FreeSWITCH's side: :class:`~fs_dynroute.esl.CommandReader` for what the server sends,
+the encoders for replies.
 
 What is modelled, each from a capture (``fs_dynroute/fakeswitch/recordings``) or from mod_event_socket's source:
 
@@ -245,6 +246,7 @@ class CallOutcome:
     silence: float  # seconds from the socket application starting to it ending
     host: str | None  # the host:port that answered
     error: str | None = None  # a framing error the server committed, if any
+    unanswered: list[str] = field(default_factory=list)  # "host:port: why" for each host that did not answer
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly view, for the CLI."""
@@ -255,6 +257,7 @@ class CallOutcome:
             "silence": round(self.silence, 6),
             "sent": [command.line for command in self.sent],
             "error": self.error,
+            "unanswered": self.unanswered,
         }
 
 
@@ -300,6 +303,7 @@ class _Call:
         self.silence = 0.0
         self.host: str | None = None
         self.error: str | None = None
+        self.unanswered: list[str] = []
         for name, value in (options["variables"] or {}).items():
             self.set(name, value)
         if options["behaviour"] == "inject":
@@ -356,7 +360,8 @@ class _Call:
             target = (target or "").strip()
             known = self.options["known_targets"]
             kind = "dropped" if not target or (known is not None and target not in known) else "transferred"
-        return CallOutcome(target, kind, dict(self.variables), self.sent, self.silence, self.host, self.error)
+        return CallOutcome(target, kind, dict(self.variables), self.sent, self.silence, self.host, self.error,
+                           self.unanswered)
 
     def _socket(self, data: str) -> tuple[str, str | None] | None:
         tokens = data.split()
@@ -378,7 +383,8 @@ class _Call:
         host, port = _split_host(spec)
         try:
             sock = gsocket.create_connection((host, port), timeout=self.options["connect_timeout"])
-        except OSError:
+        except OSError as exc:
+            self.unanswered.append(f"{spec}: {_connect_error(exc)}")
             return None
         sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
         return sock
@@ -443,6 +449,13 @@ class _Call:
         if name == "Control":
             return "full" if full else "single-channel"
         return self.uuid if value == self.template.uuid else value
+
+
+def _connect_error(exc: OSError) -> str:
+    """Why a host did not answer, in the words of a socket error (``connection refused``)."""
+    if isinstance(exc, (stdsocket.timeout, TimeoutError)):
+        return "no answer (connect timed out)"
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
 
 def _split_host(spec: str) -> tuple[str, int]:
@@ -608,7 +621,7 @@ class _Session:
     def _full_reply(self, command: esl.Command, line: str) -> str | None:
         if line.startswith("api "):
             name = command.line[4:].split(" ", 1)[0]
-            self._send(esl.api_response(f"-ERR {name} Command not found!\n".encode("utf-8")))
+            self._send(esl.api_response(f"-ERR {name} Command not found!\n".encode()))
             return None
         if line.startswith("linger"):
             seconds = command.line[7:].strip() if command.line[6:7] == " " else ""

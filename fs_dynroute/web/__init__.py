@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 MACHINE_PATHS = ("/api/", "/freeswitch/", "/health", "/metrics")  # answered in JSON; everything else is the page
 _REASONS = {401: "a valid token is required: Authorization: Bearer <token from 'fs-dynroute token add'>",
             403: "this token is read-only"}
+_NO_DIALPLAN = Target()  # the default dialplan target (frozen, so one shared instance is safe)
 
 
 def create_app(db: pw.Database, *, default_context: str = "default", secret_key: str | None = None,
-               secure_cookies: bool = False, dialplan: Target = Target()) -> APIFlask:
+               secure_cookies: bool = False, dialplan: Target = _NO_DIALPLAN) -> APIFlask:
     """The application over ``db`` (bound to the models here; pass the server's own database inside serve).
 
     ``dialplan`` holds what ``fs-dynroute dialplan`` takes as --server and --context (the mod_xml_curl endpoint

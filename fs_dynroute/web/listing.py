@@ -19,7 +19,8 @@ DEFAULT_LIMIT = 50
 def csv_download(text: str, rule_name: str) -> Response:
     """A rule's routes as a CSV file download named after the rule."""
     filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in rule_name)
-    return Response(text, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
+    return Response(text, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
 
 
 def route_json(route: Route) -> dict[str, object]:

@@ -13,8 +13,7 @@ from functools import wraps
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, abort, current_app, flash, g, jsonify, redirect, render_template, request, session, \
-    url_for
+from flask import Response, abort, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 
 from fs_dynroute import admin, csvio, stats, tokens
 from fs_dynroute.admin import rule_dict
@@ -163,7 +162,8 @@ def _save_rule(name: str | None) -> Any:
         else:
             admin.edit_rule(name, rule_spec(data))
     except admin.UserError as exc:
-        return _rule_form({**data, "name": name or data["name"]}, {field_of(exc) or "form": str(exc)}, name is None, 400)
+        return _rule_form({**data, "name": name or data["name"]}, {field_of(exc) or "form": str(exc)}, name is None,
+                          400)
     return redirect(url_for("pages.routes", name=name or data["name"]))
 
 
@@ -245,7 +245,8 @@ def route_import(name: str) -> Any:
     text = upload.read().decode("utf-8-sig", errors="replace") if upload and upload.filename else \
         request.form.get("csv", "")
     try:
-        count = csvio.import_routes(admin.get_rule(name), io.StringIO(text), replace=request.form.get("replace") == "on")
+        count = csvio.import_routes(admin.get_rule(name), io.StringIO(text),
+                                    replace=request.form.get("replace") == "on")
     except csvio.RouteImportError as exc:
         return _routes_view(name, 400, problems=exc.problems, csv_text=text)
     flash(f"{count} routes imported.", "ok")
