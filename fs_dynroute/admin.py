@@ -18,8 +18,26 @@ import peewee as pw
 
 from fs_dynroute.callerid import CallerIDError, stored_key
 from fs_dynroute.destinations import DestinationError, validate_name, validate_transfer
-from fs_dynroute.models import EXACT, PREFIX, Destination, Route, Rule, destination_map, name_key, utcnow
-from fs_dynroute.validation import UserError, clash_problems, raise_first, record_problems, rule_problems
+from fs_dynroute.models import (
+    EXACT,
+    PREFIX,
+    Destination,
+    Route,
+    Rule,
+    Source,
+    destination_map,
+    name_key,
+    source_map,
+    utcnow,
+)
+from fs_dynroute.validation import (
+    UserError,
+    clash_problems,
+    raise_first,
+    record_problems,
+    rule_problems,
+    serving,
+)
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -93,15 +111,18 @@ def _apply(rule: Rule, spec: RuleSpec) -> Rule:
             setattr(rule, field, getattr(spec, field))
     if spec.prefix is not None:
         rule.match_mode = PREFIX if spec.prefix else EXACT
-    raise_first(rule_problems(rule, destination_map(), _CONTEXT))
+    if spec.source is not None:  # a named source however spelled: stored as the source spells it
+        named = Source.get_or_none(name_key(Source.name) == name_key(pw.Value(spec.source)))
+        rule.source = named.name if named else spec.source
+    sources = source_map()
+    raise_first(rule_problems(rule, destination_map(), _CONTEXT, sources))
     if (rule.digits_match, rule.match_mode) != before and rule.id is not None \
             and Route.select().where(Route.rule == rule).exists():
         raise UserError("digits/prefix: the rule has routes stored under the old setting; "
                         "export, delete them, change the rule and import again")
     if rule.enabled:
-        clash = (Rule.select().where((Rule.source == rule.source) & Rule.enabled & (Rule.id != (rule.id or 0)))
-                 .order_by(Rule.id).first())
-        raise_first(clash_problems(rule, clash.name if clash else None))
+        others = Rule.select().where(Rule.enabled & (Rule.id != (rule.id or 0)))
+        raise_first(clash_problems(rule, serving(others, sources), sources))
     rule.updated_at = utcnow()
     rule.save()
     return rule

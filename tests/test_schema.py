@@ -77,7 +77,7 @@ def load_old(db_url: str, version: int) -> pw.Database:
     return old
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 4])
 def test_initdb_upgrades_an_older_database_in_place(db_url: str, version: int) -> None:
     old = load_old(db_url, version)
     assert initdb(old) == (version, CURRENT_VERSION)
