@@ -36,6 +36,7 @@ from fs_dynroute.validation import (
     raise_first,
     record_problems,
     rule_problems,
+    served_numbers,
     serving,
 )
 
@@ -92,10 +93,12 @@ def get_rule(name: str) -> Rule:
 
 
 def rule_dict(rule: Rule, routes: int | None = None) -> dict[str, object]:
-    """A rule as the CLI's --json, the API and the page show it; ``routes`` counted when not given."""
+    """A rule as the CLI's --json, the API and the page show it; ``routes`` counted when not given. ``numbers``:
+    what the rule serves (its named source's numbers, or its source itself)."""
     if routes is None:
         routes = Route.select().where(Route.rule == rule).count()
-    return {"name": rule.name, "source": rule.source, "digits_match": rule.digits_match,
+    return {"name": rule.name, "source": rule.source, "numbers": list(served_numbers(rule, source_map())),
+            "digits_match": rule.digits_match,
             "match_mode": rule.match_mode, "match_destination": rule.match_destination,
             "no_match_destination": rule.no_match_destination, "delete_after_use": bool(rule.delete_after_use),
             "enabled": bool(rule.enabled), "routes": routes,

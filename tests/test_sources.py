@@ -6,8 +6,9 @@ import time
 
 import peewee as pw
 
-from fs_dynroute import demo
+from fs_dynroute import demo, tokens
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
+from fs_dynroute.web import create_app
 from tests.serving import CLI, dialplan_for, hosts, running_server, wait_until
 
 NO_MATCH = "5000 XML default"
@@ -117,3 +118,30 @@ def test_bad_sources_are_refused_with_the_field_named(db: pw.Database, db_url: s
     cli("source", "delete", "Main Number")
     assert cli("source", "list").stdout.strip() == "Sales\t5550122\trules: -"
     assert cli.json("lookup", ACME, "--source", "5550100")["result"] == "match"
+
+
+def test_the_api_manages_sources_with_the_same_checks(db: pw.Database, db_url: str) -> None:
+    demo.load()
+    client = create_app(db).test_client()
+    auth = {"Authorization": f"Bearer {tokens.add('crm')}"}
+
+    def call(method: str, path: str, body: object = None) -> tuple[int, object]:
+        answer = client.open(path, method=method, json=body, headers=auth)
+        return answer.status_code, answer.get_json() if answer.is_json else None
+
+    assert call("POST", "/api/sources", {"name": "Main Number", "numbers": list(NUMBERS)}) == (
+        201, {"name": "Main Number", "numbers": sorted(NUMBERS), "rules": []})
+    assert call("POST", "/api/sources", {"name": "Other", "numbers": ["5550100"]}) == (
+        409, {"error": "number: '5550100' is a number of source 'Main Number'", "field": "number"})
+    status, body = call("PUT", "/api/sources/Main Number", {"numbers": ["555 0100"]})
+    assert (status, body["field"]) == (400, "number")
+    status, rule = call("PATCH", "/api/rules/Customer Routing", {"source": "Main Number"})
+    assert (status, rule["source"], rule["numbers"]) == (200, "Main Number", sorted(NUMBERS))
+    status, body = call("DELETE", "/api/sources/Main Number")
+    assert (status, body["error"]) == (409, "source 'Main Number' is used by rule 'Customer Routing'")
+    assert call("PUT", "/api/sources/Main Number", {"numbers": ["18005550100"]})[0] == 200
+    assert call("GET", "/api/sources") == (200, [{"name": "Main Number", "numbers": ["18005550100"],
+                                                  "rules": ["Customer Routing"]}])
+    status, answer = call("GET", f"/api/lookup?caller={ACME}&source=18005550100")
+    assert (status, answer["result"]) == (200, "match")
+    assert call("GET", f"/api/lookup?caller={ACME}&source=5550100")[0] == 404
