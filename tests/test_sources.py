@@ -47,6 +47,23 @@ def test_a_named_source_routes_calls_on_each_of_its_numbers(db: pw.Database, db_
         assert place_call(dialplan_for(server, NO_MATCH), ACME, "5550199").target == NO_MATCH
 
 
+def test_a_dialplan_point_that_is_no_number_names_the_rule(db: pw.Database, db_url: str) -> None:
+    """A queue's timeout exit transfers to a point name of a source (README: Named sources), or sets
+    dynroute_rule itself before the socket: either way the rule decides."""
+    demo.load()
+    cli = CLI(db_url)
+    cli("source", "add", "Sales queue", "sales-timeout")
+    cli("rule", "add", "Queue Exit", "--source", "Sales queue", "--digits", "10", "--nomatch-dest", "7000")
+    cli("route", "add", "Queue Exit", ACME, "1009")
+    with running_server(db_url) as server:
+        plan = cli("dialplan", "--server", hosts(server)).stdout
+        exit_point = Dialplan.from_xml(plan, "sales-timeout")  # transfer sales-timeout XML public
+        assert place_call(exit_point, ACME, "sales-timeout").target == "1009 XML default"
+        assert place_call(exit_point, "+15559999999", "sales-timeout").target == "7000 XML default"
+        own = place_call(dialplan_for(server, NO_MATCH), ACME, "7001", variables={"dynroute_rule": "Queue Exit"})
+        assert own.target == "1009 XML default"
+
+
 def test_a_source_added_while_serve_runs_reaches_the_next_calls(db: pw.Database, db_url: str) -> None:
     demo.load()
     cli = CLI(db_url)
