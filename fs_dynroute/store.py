@@ -33,7 +33,7 @@ from fs_dynroute.models import (
     source_map,
     utcnow,
 )
-from fs_dynroute.validation import Sources, UserError, rule_problems
+from fs_dynroute.validation import Sources, UserError, clashes, rule_problems
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -196,8 +196,12 @@ class SQLStore:
             named = Source.select(Source.name).join(SourceNumber).where(SourceNumber.number == source)
             query = query.where(((Rule.source == source) & Rule.source.not_in(Source.select(Source.name)))
                                 | Rule.source.in_(named))
-        row = query.order_by(Rule.enabled.desc(), Rule.id).first()
-        return rule_view(row, destination_map(), self.default_context, source_map()) if row else None
+        sources = source_map()
+        rows = list(query.order_by(Rule.enabled.desc(), Rule.id))
+        if not name:  # as in the index: a rule that loses a number to an earlier rule serves none of its numbers
+            clashing = clashes(Rule.select(), sources)
+            rows = [r for r in rows if r.id not in clashing]
+        return rule_view(rows[0], destination_map(), self.default_context, sources) if rows else None
 
     @_healing
     def lookup(self, rule: RuleView, key: str) -> RouteView | None:

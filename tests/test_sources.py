@@ -162,3 +162,19 @@ def test_the_api_manages_sources_with_the_same_checks(db: pw.Database, db_url: s
     status, answer = call("GET", f"/api/lookup?caller={ACME}&source=18005550100")
     assert (status, answer["result"]) == (200, "match")
     assert call("GET", f"/api/lookup?caller={ACME}&source=5550100")[0] == 404
+
+
+def test_a_rule_that_loses_one_number_serves_none_in_lookup_as_in_calls(db: pw.Database, db_url: str) -> None:
+    demo.load()
+    cli = CLI(db_url)
+    cli("source", "add", "Main Number", *NUMBERS)
+    db.execute_sql("INSERT INTO dynroute_rule (name, source, digits_match, match_destination, no_match_destination, "
+                   "delete_after_use, enabled, match_mode, created_at, updated_at) VALUES ('Late', 'Main Number', 10, "
+                   "'7001', '7777', FALSE, TRUE, 'exact', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")  # a CRM's row
+    assert "number '5550100' of 'Main Number' is already served by enabled rule 'Customer Routing'" in \
+        cli("check", ok=False).stdout
+    assert "no rule serves '18005550100'" in cli.refused("lookup", ACME, "--source", "18005550100")
+    assert cli.json("lookup", ACME, "--source", "5550100")["rule"] == "Customer Routing"
+    with running_server(db_url) as server:
+        assert place_call(dialplan_for(server, NO_MATCH), ACME, "18005550100").target == NO_MATCH
+        assert place_call(dialplan_for(server, NO_MATCH), ACME, "5550100").target == "1001 XML default"
