@@ -18,8 +18,27 @@ import peewee as pw
 
 from fs_dynroute.callerid import CallerIDError, stored_key
 from fs_dynroute.destinations import DestinationError, validate_name, validate_transfer
-from fs_dynroute.models import EXACT, PREFIX, Destination, Route, Rule, destination_map, name_key, utcnow
-from fs_dynroute.validation import UserError, clash_problems, raise_first, record_problems, rule_problems
+from fs_dynroute.models import (
+    EXACT,
+    PREFIX,
+    Destination,
+    Route,
+    Rule,
+    Source,
+    destination_map,
+    name_key,
+    source_map,
+    utcnow,
+)
+from fs_dynroute.validation import (
+    UserError,
+    clash_problems,
+    raise_first,
+    record_problems,
+    rule_problems,
+    served_numbers,
+    serving,
+)
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -74,10 +93,12 @@ def get_rule(name: str) -> Rule:
 
 
 def rule_dict(rule: Rule, routes: int | None = None) -> dict[str, object]:
-    """A rule as the CLI's --json, the API and the page show it; ``routes`` counted when not given."""
+    """A rule as the CLI's --json, the API and the page show it; ``routes`` counted when not given. ``numbers``:
+    what the rule serves (its named source's numbers, or its source itself)."""
     if routes is None:
         routes = Route.select().where(Route.rule == rule).count()
-    return {"name": rule.name, "source": rule.source, "digits_match": rule.digits_match,
+    return {"name": rule.name, "source": rule.source, "numbers": list(served_numbers(rule, source_map())),
+            "digits_match": rule.digits_match,
             "match_mode": rule.match_mode, "match_destination": rule.match_destination,
             "no_match_destination": rule.no_match_destination, "delete_after_use": bool(rule.delete_after_use),
             "enabled": bool(rule.enabled), "routes": routes,
@@ -93,15 +114,18 @@ def _apply(rule: Rule, spec: RuleSpec) -> Rule:
             setattr(rule, field, getattr(spec, field))
     if spec.prefix is not None:
         rule.match_mode = PREFIX if spec.prefix else EXACT
-    raise_first(rule_problems(rule, destination_map(), _CONTEXT))
+    if spec.source is not None:  # a named source however spelled: stored as the source spells it
+        named = Source.get_or_none(name_key(Source.name) == name_key(pw.Value(spec.source)))
+        rule.source = named.name if named else spec.source
+    sources = source_map()
+    raise_first(rule_problems(rule, destination_map(), _CONTEXT, sources))
     if (rule.digits_match, rule.match_mode) != before and rule.id is not None \
             and Route.select().where(Route.rule == rule).exists():
         raise UserError("digits/prefix: the rule has routes stored under the old setting; "
                         "export, delete them, change the rule and import again")
     if rule.enabled:
-        clash = (Rule.select().where((Rule.source == rule.source) & Rule.enabled & (Rule.id != (rule.id or 0)))
-                 .order_by(Rule.id).first())
-        raise_first(clash_problems(rule, clash.name if clash else None))
+        others = Rule.select().where(Rule.enabled & (Rule.id != (rule.id or 0)))
+        raise_first(clash_problems(rule, serving(others, sources), sources))
     rule.updated_at = utcnow()
     rule.save()
     return rule

@@ -12,8 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fs_dynroute import expiry
-from fs_dynroute.models import Destination, Route, Rule, destination_map
-from fs_dynroute.validation import clashes, named_destination_problems, route_problems, rule_problems
+from fs_dynroute.models import Destination, Route, Rule, Source, SourceNumber, destination_map, source_map
+from fs_dynroute.validation import (
+    clashes,
+    named_destination_problems,
+    number_problems,
+    route_problems,
+    rule_problems,
+    source_name_problems,
+)
 
 
 def bad_destinations() -> Iterator[str]:
@@ -22,11 +29,20 @@ def bad_destinations() -> Iterator[str]:
             yield f"destination {d.id} ({d.name!r}): {problem}"
 
 
+def bad_sources() -> Iterator[str]:
+    for s in Source.select().order_by(Source.id):
+        for problem in source_name_problems(s.name):
+            yield f"source {s.id} ({s.name!r}): {problem}"
+    for n in SourceNumber.select().order_by(SourceNumber.id):
+        for problem in number_problems(n.number):
+            yield f"source number {n.id}: {problem}"
+
+
 def bad_rules(names: dict[str, str], context: str) -> Iterator[str]:
-    rules = list(Rule.select().order_by(Rule.id))
-    clashing = clashes(rules)
+    rules, sources = list(Rule.select().order_by(Rule.id)), source_map()
+    clashing = clashes(rules, sources)
     for r in rules:
-        for problem in rule_problems(r, names, context) + clashing.get(r.id, []):
+        for problem in rule_problems(r, names, context, sources) + clashing.get(r.id, []):
             yield f"rule {r.id} ({r.name!r}): {problem}"
 
 
@@ -53,9 +69,10 @@ def expiry_problems() -> Iterator[str]:
 
 
 def problems(context: str) -> Iterator[str]:
-    """Every problem in the database, one line each, destinations first, then rules, then routes."""
+    """Every problem in the database, one line each, destinations first, then sources, rules, routes."""
     names = destination_map()
     yield from bad_destinations()
+    yield from bad_sources()
     yield from bad_rules(names, context)
     yield from bad_routes(names, context)
     yield from expiry_problems()

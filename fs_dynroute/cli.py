@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import peewee as pw
 
-from fs_dynroute import __version__, admin, csvio, demo, dialplan_install, track_cli, webcli
+from fs_dynroute import __version__, admin, csvio, demo, dialplan_install, sources_cli, track_cli, webcli
 from fs_dynroute.config import BY_NAME, SETTINGS, ConfigError, ServeConfig, check_context, resolve
 from fs_dynroute.database import DatabaseURLError, open_database, write_transaction
 from fs_dynroute.destinations import DestinationError
@@ -290,7 +290,8 @@ def add_setup(commands: Commands) -> None:
 
 def _rule_options(p: argparse.ArgumentParser, *, adding: bool) -> None:
     p.add_argument("name")
-    p.add_argument("--source", required=adding, help="inbound number or route name the rule serves")
+    p.add_argument("--source", required=adding, help="the number the rule serves, or the name of a "
+                   "named source ('source add') to serve all its numbers")
     p.add_argument("--digits", type=int, required=adding, help="match the last N digits (1-20)")
     p.add_argument("--nomatch-dest", required=adding, help="No Match Destination")
     p.add_argument("--match-dest", help="'dynamic' (each record's own destination, default) or a fixed one")
@@ -379,7 +380,7 @@ def add_serve_commands(commands: Commands) -> None:
 # Each builder adds one group of commands; a new command is a builder function added here.
 BUILDERS: tuple[Callable[[Commands], None], ...] = (
     add_setup, add_rule_commands, add_route_commands, add_dest_commands, add_query_commands, add_serve_commands,
-    track_cli.add_track_commands, webcli.add_web_commands, add_call_command)
+    track_cli.add_track_commands, webcli.add_web_commands, add_call_command, sources_cli.add_source_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,12 @@ class RuleView:
     delete_after_use: bool = False
     enabled: bool = True
     prefix: bool = False
+    source_numbers: tuple[str, ...] | None = None  # a named source's numbers; None: the source is the number
+
+    @property
+    def numbers(self) -> tuple[str, ...]:
+        """The dialled numbers this rule serves."""
+        return (self.source,) if self.source_numbers is None else self.source_numbers
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def parse_servers(text: str) -> list[str]:
 
 
 def extension(rule: RuleView, servers: Sequence[str], mode: str = "socket") -> str:
-    """One <extension> that sends calls to ``rule.source`` through fs_dynroute (see MODES)."""
+    """One <extension> per number the rule serves (its source, or each number of its named source), each sending
+    calls to that number through fs_dynroute with the same actions (see MODES)."""
     first, decide = (([], ("python", PYTHON_APP)) if mode == "python"
                      else ([("unset", "socket_resume")], ("socket", "|".join(servers))))
     actions = [*first,
@@ -41,10 +42,13 @@ def extension(rule: RuleView, servers: Sequence[str], mode: str = "socket") -> s
                ("set", f"dynroute_target={rule.no_match_target}"),
                decide,
                ("transfer", "${dynroute_target}")]
-    lines = [f'  <extension name={quoteattr("dynroute " + rule.name)}>',
-             f'    <condition field="destination_number" expression={quoteattr("^" + re.escape(rule.source) + "$")}>']
-    lines += [f"      <action application={quoteattr(app)} data={quoteattr(data)}/>" for app, data in actions]
-    lines += ["    </condition>", "  </extension>"]
+    named = rule.source_numbers is not None
+    lines = []
+    for number in rule.numbers:
+        lines += [f'  <extension name={quoteattr("dynroute " + rule.name + (f" {number}" if named else ""))}>',
+                  f'    <condition field="destination_number" expression={quoteattr("^" + re.escape(number) + "$")}>']
+        lines += [f"      <action application={quoteattr(app)} data={quoteattr(data)}/>" for app, data in actions]
+        lines += ["    </condition>", "  </extension>"]
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from fs_dynroute import eslinbound
 from fs_dynroute.admin import UserError
 from fs_dynroute.decision import RuleView
 from fs_dynroute.dialplan import render
-from fs_dynroute.models import Rule
+from fs_dynroute.models import Rule, source_map
 from fs_dynroute.store import SQLStore
 from fs_dynroute.validation import clashes, raise_first
 
@@ -52,7 +52,7 @@ class Target:
 def current_rules(store: SQLStore) -> tuple[list[RuleView], list[str]]:
     """The enabled rules as the dialplan gets them, and why any was left out: a rule whose name or destinations
     are unsafe never goes into FreeSWITCH's dialplan."""
-    rules, left_out, clashing = [], [], clashes(Rule.select())
+    rules, left_out, clashing = [], [], clashes(Rule.select(), source_map())
     for row in Rule.select().where(Rule.enabled).order_by(Rule.source):
         try:
             raise_first(clashing.get(row.id, []))  # the server ignores it too

@@ -132,11 +132,11 @@ def _entries(rule_id: int, rows: list[RouteRow], unreadable: set[int]) -> dict[s
 
 
 def _rule_views(snapshot: Snapshot, default_context: str) -> dict[int, RuleView]:
-    rules, clashing = {}, clashes(snapshot.rules)
+    rules, clashing = {}, clashes(snapshot.rules, snapshot.sources)
     for row in snapshot.rules:
         try:
             raise_first(clashing.get(row.id, []))
-            rules[row.id] = rule_view(row, snapshot.names, default_context)
+            rules[row.id] = rule_view(row, snapshot.names, default_context, snapshot.sources)
         except ValueError as exc:  # a broken rule serves no call; `fs-dynroute check` reports it
             log.error("rule %r ignored: %s", row.name, exc)
     return rules
@@ -329,7 +329,7 @@ class IndexedStore:
         self.by_name = {r.name: r for r in rules.values()}
         by_source = {}
         for rule in sorted(rules.values(), key=lambda r: (r.enabled, -r.id)):
-            by_source[rule.source] = rule  # an enabled rule wins over a disabled one
+            by_source.update(dict.fromkeys(rule.numbers, rule))  # an enabled rule wins over a disabled one
         self.by_source = by_source  # in one step: the in-process mode reads it from other threads
 
     def _load_rules(self) -> None:

@@ -54,6 +54,35 @@ class Rule(BaseModel):
         table_name = "dynroute_rule"
 
 
+class Source(BaseModel):
+    """A named source ("Inbound route/queue", e.g. ``Main Number``): a rule whose ``source`` is this name serves
+    every number behind it. A rule's ``source`` that names no Source is itself the one number it serves."""
+
+    name = pw.CharField(max_length=100, unique=True)
+
+    class Meta:
+        table_name = "dynroute_source"
+
+
+class SourceNumber(BaseModel):
+    """One number (a dialled destination_number) of a named source; a number belongs to one source at most."""
+
+    source = pw.ForeignKeyField(Source, backref="numbers", on_delete="CASCADE")
+    number = pw.CharField(max_length=100, unique=True)
+
+    class Meta:
+        table_name = "dynroute_source_number"
+
+
+def source_map() -> dict[str, tuple[str, ...]]:
+    """Named sources, name -> its numbers (sorted), as validation, the index and the dialplan need them."""
+    found: dict[str, list[str]] = {s.name: [] for s in Source.select(Source.name)}
+    for name, number in (SourceNumber.select(Source.name, SourceNumber.number).join(Source)
+                         .order_by(SourceNumber.number).tuples()):
+        found[name].append(number)
+    return {name: tuple(numbers) for name, numbers in sorted(found.items())}
+
+
 class Route(BaseModel):
     # index=False: the unique (rule, caller_key) index below serves the foreign key too.
     rule = pw.ForeignKeyField(Rule, backref="routes", on_delete="CASCADE", index=False)
@@ -98,7 +127,8 @@ class Change(BaseModel):
 
     Servers poll it to keep their in-memory index coherent, whoever wrote the change (the CLI,
     another node consuming a Delete After Use record, a CRM writing straight into the tables).
-    ``caller_key`` NULL means the whole rule; ``rule_id`` NULL means the named destinations.
+    ``caller_key`` NULL means the whole rule; ``rule_id`` NULL means the named destinations or sources (all rules
+    are read again).
     """
 
     id = ChangeIdField()
@@ -160,4 +190,5 @@ class Track(BaseModel):
         table_name = "dynroute_track"
 
 
-MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion, Track, Token)
+MODELS: tuple[type[BaseModel], ...] = (Destination, Rule, Route, Audit, Change, SchemaVersion, Track, Token, Source,
+                                       SourceNumber)

@@ -45,7 +45,7 @@ class SchemaError(UserError):
 # default collation already compares so, and its plain unique index enforces it; SQLite and PostgreSQL
 # get a unique index on the same expression.
 _NAME_INDEXES = [f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_name_ci ON {table} (lower(rtrim(name)))"
-                 for table in ("dynroute_destination", "dynroute_rule")]
+                 for table in ("dynroute_destination", "dynroute_rule", "dynroute_source")]
 NAME_INDEXES: dict[str, list[str]] = {"sqlite": _NAME_INDEXES, "mysql": [], "postgresql": _NAME_INDEXES}
 
 
@@ -90,8 +90,18 @@ def tracking_and_tokens(db: pw.Database, migrator: SchemaMigrator | None = None)
     db.create_tables([Track, Token], safe=True)
 
 
+def named_sources(db: pw.Database, migrator: SchemaMigrator | None = None) -> None:
+    """Version 5: named sources (``dynroute_source``, ``dynroute_source_number``; create_tables has made them),
+    their names compared as other names are, and the triggers that tell every server of a change to them.
+    Rules keep their source as it is: a source that names no named source is still its one number."""
+    for statement in NAME_INDEXES[dialect_of(db)]:
+        db.execute_sql(statement)
+    install_triggers(db)
+
+
 # version -> the step that brings a database from version-1 up to it. Missing tables are created first.
-MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: names_and_change_ids, 4: tracking_and_tokens}
+MIGRATIONS: dict[int, Migration] = {2: install_triggers, 3: names_and_change_ids, 4: tracking_and_tokens,
+                                 5: named_sources}
 CURRENT_VERSION = max(MIGRATIONS, default=1)
 
 

@@ -21,8 +21,19 @@ from fs_dynroute import expiry
 from fs_dynroute.database import bound_statements
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.destinations import DYNAMIC, DestinationError, resolve
-from fs_dynroute.models import Audit, Change, Route, Rule, database, destination_map, utcnow
-from fs_dynroute.validation import UserError, rule_problems
+from fs_dynroute.models import (
+    Audit,
+    Change,
+    Route,
+    Rule,
+    Source,
+    SourceNumber,
+    database,
+    destination_map,
+    source_map,
+    utcnow,
+)
+from fs_dynroute.validation import Sources, UserError, clashes, rule_problems
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,16 +78,16 @@ class Store(Protocol):
         """Count a use of the matched route and write the audit row for a decision."""
 
 
-def rule_view(rule: Rule, names: dict[str, str], default_context: str) -> RuleView:
+def rule_view(rule: Rule, names: dict[str, str], default_context: str, sources: Sources) -> RuleView:
     """A Rule row as the call path sees it; raises UserError with every problem if validation rejects the row."""
-    if problems := rule_problems(rule, names, default_context):
+    if problems := rule_problems(rule, names, default_context, sources):
         raise UserError("; ".join(problems))
     match = None if rule.match_destination == DYNAMIC else resolve(rule.match_destination, names, default_context)
     return RuleView(
         id=rule.id, name=rule.name, source=rule.source, digits_match=rule.digits_match,
         no_match_target=resolve(rule.no_match_destination, names, default_context),
         match_target=match, delete_after_use=bool(rule.delete_after_use), enabled=bool(rule.enabled),
-        prefix=rule.prefix)
+        prefix=rule.prefix, source_numbers=tuple(sources[rule.source]) if rule.source in sources else None)
 
 
 def route_target(destination: str, names: dict[str, str], default_context: str) -> str | None:
@@ -179,9 +190,18 @@ class SQLStore:
     @_healing
     def rule_for(self, *, name: str | None = None, source: str | None = None) -> RuleView | None:
         query = Rule.select()
-        query = query.where(Rule.name == name) if name else query.where(Rule.source == source)
-        row = query.order_by(Rule.enabled.desc(), Rule.id).first()
-        return rule_view(row, destination_map(), self.default_context) if row else None
+        if name:
+            query = query.where(Rule.name == name)
+        else:  # the number itself (unless that is a named source's name), or a named source it belongs to
+            named = Source.select(Source.name).join(SourceNumber).where(SourceNumber.number == source)
+            query = query.where(((Rule.source == source) & Rule.source.not_in(Source.select(Source.name)))
+                                | Rule.source.in_(named))
+        sources = source_map()
+        rows = list(query.order_by(Rule.enabled.desc(), Rule.id))
+        if not name:  # as in the index: a rule that loses a number to an earlier rule serves none of its numbers
+            clashing = clashes(Rule.select(), sources)
+            rows = [r for r in rows if r.id not in clashing]
+        return rule_view(rows[0], destination_map(), self.default_context, sources) if rows else None
 
     @_healing
     def lookup(self, rule: RuleView, key: str) -> RouteView | None:
@@ -292,10 +312,11 @@ class SQLStore:
 
 
 class Snapshot(NamedTuple):
-    """Everything but the routes, as the index loads it: rules by id and the named destinations."""
+    """Everything but the routes, as the index loads it: rules by id, the named destinations and sources."""
 
     rules: list[Rule]
     names: dict[str, str]
+    sources: dict[str, tuple[str, ...]]
 
 
 RouteRow = tuple[int, str, str, "str | None"]  # id, caller_key, destination, expires_at as stored (text)
@@ -317,7 +338,8 @@ class ChangeFeed:
     @_healing
     def snapshot(self) -> Snapshot:
         bound_statements(self.db, self.timeout)
-        return Snapshot(list(Rule.select()), destination_map())
+        with self.db.atomic():  # one snapshot: a rule and the source it names read together
+            return Snapshot(list(Rule.select()), destination_map(), source_map())
 
     @_healing
     def last_change(self) -> int:

@@ -8,6 +8,8 @@ statement is one line, so the SQL files split cleanly on ``;`` at line ends.
 from __future__ import annotations
 
 _ROUTE_COLUMNS = ("rule_id", "caller_key", "destination", "expires_at")
+# Tables whose every change makes the index read all rules again (a change with rule_id NULL).
+_NAMED = ("dynroute_destination", "dynroute_source", "dynroute_source_number")
 
 _SQLITE = [
     "CREATE TRIGGER IF NOT EXISTS dynroute_route_ins AFTER INSERT ON dynroute_route BEGIN "
@@ -20,8 +22,9 @@ _SQLITE = [
     *[f"CREATE TRIGGER IF NOT EXISTS dynroute_rule_{op[:3].lower()} AFTER {op} ON dynroute_rule BEGIN "
       f"INSERT INTO dynroute_change (rule_id) VALUES ({row}.id); END"
       for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))],
-    *[f"CREATE TRIGGER IF NOT EXISTS dynroute_destination_{op[:3].lower()} AFTER {op} ON dynroute_destination "
-      "BEGIN INSERT INTO dynroute_change (rule_id) VALUES (NULL); END" for op in ("INSERT", "UPDATE", "DELETE")],
+    *[f"CREATE TRIGGER IF NOT EXISTS {table}_{op[:3].lower()} AFTER {op} ON {table} "
+      "BEGIN INSERT INTO dynroute_change (rule_id) VALUES (NULL); END"
+      for table in _NAMED for op in ("INSERT", "UPDATE", "DELETE")],
 ]
 
 _MYSQL_CHANGED = " OR ".join(f"NOT (OLD.{c} <=> NEW.{c})" for c in _ROUTE_COLUMNS)
@@ -37,8 +40,9 @@ _MYSQL = [
     *[f"CREATE TRIGGER IF NOT EXISTS dynroute_rule_{op[:3].lower()} AFTER {op} ON dynroute_rule FOR EACH ROW "
       f"INSERT INTO dynroute_change (rule_id) VALUES ({row}.id)"
       for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))],
-    *[f"CREATE TRIGGER IF NOT EXISTS dynroute_destination_{op[:3].lower()} AFTER {op} ON dynroute_destination "
-      "FOR EACH ROW INSERT INTO dynroute_change (rule_id) VALUES (NULL)" for op in ("INSERT", "UPDATE", "DELETE")],
+    *[f"CREATE TRIGGER IF NOT EXISTS {table}_{op[:3].lower()} AFTER {op} ON {table} "
+      "FOR EACH ROW INSERT INTO dynroute_change (rule_id) VALUES (NULL)"
+      for table in _NAMED for op in ("INSERT", "UPDATE", "DELETE")],
 ]
 
 _POSTGRESQL = [
@@ -59,9 +63,11 @@ _POSTGRESQL = [
     "DROP TRIGGER IF EXISTS dynroute_rule_change ON dynroute_rule",
     "CREATE TRIGGER dynroute_rule_change AFTER INSERT OR UPDATE OR DELETE ON dynroute_rule "
     "FOR EACH ROW EXECUTE FUNCTION dynroute_rule_changed()",
-    "DROP TRIGGER IF EXISTS dynroute_destination_change ON dynroute_destination",
-    "CREATE TRIGGER dynroute_destination_change AFTER INSERT OR UPDATE OR DELETE ON dynroute_destination "
-    "FOR EACH STATEMENT EXECUTE FUNCTION dynroute_destination_changed()",
+    # The named tables share dynroute_destination_changed(): each inserts the one (NULL) change.
+    *[statement for table in _NAMED for statement in (
+        f"DROP TRIGGER IF EXISTS {table}_change ON {table}",
+        f"CREATE TRIGGER {table}_change AFTER INSERT OR UPDATE OR DELETE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION dynroute_destination_changed()")],
 ]
 
 TRIGGERS: dict[str, list[str]] = {"sqlite": _SQLITE, "mysql": _MYSQL, "postgresql": _POSTGRESQL}

@@ -12,7 +12,7 @@ are separated by ``esl.MULTISET_SEPARATOR``: no stored value may contain it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from fs_dynroute.callerid import MAX_DIGITS, CallerIDError, stored_key
@@ -25,6 +25,7 @@ SOURCE = re.compile(r"[A-Za-z0-9_+*#.@\-]{1,100}")
 # FreeSWITCH expands ${...} there, including API calls such as ${system(...)}: no $, braces, quotes or control
 # characters; no trailing space either, which multiset strips.
 RULE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 _.,:;@#+()/-]{0,98}[A-Za-z0-9_.,:;@#+()/-])?")
+Sources = Mapping[str, Sequence[str]]  # named sources: name -> its numbers (models.source_map)
 MAX_TEXT = 255  # destinations and notes: the width of their columns on every backend
 
 
@@ -97,11 +98,33 @@ def named_destination_problems(name: str, transfer: str) -> list[str]:
     return problems
 
 
-def rule_problems(rule: RuleRow, names: Mapping[str, str], context: str) -> list[str]:
-    """Everything wrong with one rule on its own (see ``clashes`` for rules that compete for a source)."""
+def source_name_problems(name: str) -> list[str]:
+    """A named source's name: as a rule name (letters, digits, spaces and some punctuation), so it reads the same."""
+    if not RULE_NAME.fullmatch(name):
+        return [f"name: source name {name!r} must be 1-100 of letters, digits, spaces and _.,:;@#+()/- starting "
+                "with a letter or digit and not ending in a space"]
+    return []
+
+
+def number_problems(number: str) -> list[str]:
+    """A number a source serves: what FreeSWITCH's destination_number is compared with."""
+    if not SOURCE.fullmatch(number):
+        return [f"number: {number!r} must be 1-100 of letters, digits and _+*#.@-"]
+    return []
+
+
+def served_numbers(rule: RuleRow, sources: Sources) -> tuple[str, ...]:
+    """The numbers a rule serves: its named source's, or its source itself when that names no named source."""
+    numbers = sources.get(rule.source)
+    return (rule.source,) if numbers is None else tuple(numbers)
+
+
+def rule_problems(rule: RuleRow, names: Mapping[str, str], context: str, sources: Sources) -> list[str]:
+    """Everything wrong with one rule on its own (see ``clashes`` for rules that compete for a number)."""
     problems = rule_name_problems(rule.name or "")
-    if not SOURCE.fullmatch(rule.source or ""):
-        problems.append(f"source: {rule.source!r} must be 1-100 of letters, digits and _+*#.@-")
+    if rule.source not in sources and not SOURCE.fullmatch(rule.source or ""):
+        problems.append(f"source: {rule.source!r} is no named source, and as a number it must be 1-100 of "
+                        "letters, digits and _+*#.@-")
     if not isinstance(rule.digits_match, int) or not 1 <= rule.digits_match <= MAX_DIGITS:
         problems.append(f"digits: must be 1 to {MAX_DIGITS}, not {rule.digits_match}")
     if rule.match_mode not in MATCH_MODES:
@@ -111,23 +134,37 @@ def rule_problems(rule: RuleRow, names: Mapping[str, str], context: str) -> list
     return problems
 
 
-def clash_problems(rule: RuleRow, served_by: str | None) -> list[str]:
-    """An enabled rule on a source that the enabled rule ``served_by`` already serves."""
-    if rule.enabled and served_by is not None:
-        return [f"source: {rule.source!r} is already served by enabled rule {served_by!r}"]
-    return []
+def clash_problems(rule: RuleRow, served: Mapping[str, str], sources: Sources) -> list[str]:
+    """An enabled rule serving a number that an enabled rule already serves (``served``: number -> rule name)."""
+    if not rule.enabled:
+        return []
+    named = rule.source in sources
+    return [f"source: {f'number {number!r} of {rule.source!r}' if named else repr(number)} is already served by "
+            f"enabled rule {served[number]!r}" for number in served_numbers(rule, sources) if number in served]
 
 
-def clashes(rules: Iterable[RuleRow]) -> dict[int, list[str]]:
-    """Enabled rules sharing a source: the first by id keeps it, each later one is a problem (by rule id)."""
+def _claims(rules: Iterable[RuleRow], sources: Sources) -> tuple[dict[str, str], dict[int, list[str]]]:
+    """Enabled rules sharing a number (directly or through a named source): the first by id keeps all its numbers,
+    a later one that would serve any of them is a problem and serves none. Returns (number -> rule name, problems
+    by rule id)."""
     served: dict[str, str] = {}
     found: dict[int, list[str]] = {}
     for rule in sorted(rules, key=lambda r: r.id or 0):
-        if problems := clash_problems(rule, served.get(rule.source)):
+        if problems := clash_problems(rule, served, sources):
             found[rule.id or 0] = problems
         elif rule.enabled:
-            served[rule.source] = rule.name
-    return found
+            served.update(dict.fromkeys(served_numbers(rule, sources), rule.name))
+    return served, found
+
+
+def serving(rules: Iterable[RuleRow], sources: Sources) -> dict[str, str]:
+    """number -> the name of the enabled rule that serves it (see ``_claims``)."""
+    return _claims(rules, sources)[0]
+
+
+def clashes(rules: Iterable[RuleRow], sources: Sources) -> dict[int, list[str]]:
+    """The rules that lose a number to an earlier one, with their problems, by rule id (see ``_claims``)."""
+    return _claims(rules, sources)[1]
 
 
 def key_problems(key: str, digits_match: int, prefix: bool) -> list[str]:

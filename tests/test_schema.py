@@ -9,8 +9,9 @@ import pytest
 
 from fs_dynroute import demo
 from fs_dynroute.database import backend_of, open_database
-from fs_dynroute.models import MODELS, Change, Destination, Route, Rule, database, destination_map
+from fs_dynroute.models import MODELS, Change, Destination, Route, Rule, Source, database, destination_map
 from fs_dynroute.schema import CURRENT_VERSION, SchemaError, initdb, schema_sql, stored_version
+from fs_dynroute.store import SQLStore
 from tests.backends import fresh_database
 
 DB_DIR = Path(__file__).resolve().parents[1] / "db"
@@ -77,7 +78,7 @@ def load_old(db_url: str, version: int) -> pw.Database:
     return old
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 4])
 def test_initdb_upgrades_an_older_database_in_place(db_url: str, version: int) -> None:
     old = load_old(db_url, version)
     assert initdb(old) == (version, CURRENT_VERSION)
@@ -93,6 +94,12 @@ def test_initdb_upgrades_an_older_database_in_place(db_url: str, version: int) -
     with pytest.raises(pw.IntegrityError), old.atomic():
         old.execute_sql("INSERT INTO dynroute_destination (name, transfer) VALUES ('MAIN-IVR', '7777 XML default')")
     assert Destination.get().transfer == "5000 XML default"
+    Change.delete().execute()
+    Source.create(name="Main Number")  # version 5: a change to named sources reaches every server
+    assert [(c.rule_id, c.caller_key) for c in Change.select()] == [(None, None)]
+    with pytest.raises(pw.IntegrityError), old.atomic():
+        Source.create(name="main number ")
+    assert SQLStore(old).rule_for(source="5550100").name == "Customer Routing"  # single-number sources unchanged
     old.close()
 
 

@@ -16,7 +16,7 @@ from apiflask.fields import Boolean, DateTime, Float, Integer, List, Nested, Str
 from apiflask.validators import Length, OneOf, Range
 from flask import Response, current_app, request
 
-from fs_dynroute import admin, csvio, stats, tokens
+from fs_dynroute import admin, csvio, sources, stats, tokens
 from fs_dynroute.admin import rule_dict
 from fs_dynroute.dryrun import dry_run
 from fs_dynroute.models import MATCH_MODES, Route, Rule, database, destination_map
@@ -42,7 +42,8 @@ def _roles(token: Any) -> list[str]:
 
 class RuleIn(Schema):
     name = String(metadata={"description": "only when creating; 1-100 letters, digits, spaces and _.,:;@#+()/-"})
-    source = String(metadata={"description": "the inbound number or route name the rule serves"})
+    source = String(metadata={"description": "the number the rule serves, or the name of a named source "
+                                             "(/api/sources) to serve all its numbers"})
     digits_match = Integer(strict=True, metadata={"description": "match the last N digits of the caller ID"})
     match_destination = String(metadata={"description": "'dynamic' (each route's own) or a fixed destination"})
     no_match_destination = String()
@@ -54,6 +55,7 @@ class RuleIn(Schema):
 class RuleOut(Schema):
     name = String()
     source = String()
+    numbers = List(String(), metadata={"description": "the numbers the rule serves"})
     digits_match = Integer()
     match_mode = String()
     match_destination = String()
@@ -117,6 +119,16 @@ class ImportResult(Schema):
 class DestinationIO(Schema):
     name = String(required=True)
     transfer = String(required=True, metadata={"description": "FreeSWITCH transfer argument, e.g. '5000 XML default'"})
+
+
+class SourceIO(Schema):
+    name = String(required=True, metadata={"description": "e.g. 'Main Number'; spaces allowed"})
+    numbers = List(String(), required=True, metadata={"description": "the numbers calls arrive on"})
+    rules = List(String(), dump_only=True, metadata={"description": "the rules that serve this source"})
+
+
+class SourceNumbers(Schema):
+    numbers = List(String(), required=True)
 
 
 class LookupQuery(Schema):
@@ -361,6 +373,52 @@ def add_destination(json_data: dict[str, str]) -> dict[str, str]:
 def delete_destination(name: str) -> str:
     with database.atomic():
         admin.delete_destination(name)
+    return ""
+
+
+# -- named sources -----------------------------------------------------------------------------------------
+
+@api.get("/sources")
+@api.auth_required(auth)
+@api.output(SourceIO(many=True))
+@api.doc(tags=["Sources"], summary="Named sources with their numbers and the rules that use them")
+def list_sources() -> list[dict[str, object]]:
+    return sources.list_sources()
+
+
+def _source(name: str) -> dict[str, object]:
+    return next(s for s in sources.list_sources() if s["name"] == name)
+
+
+@api.post("/sources")
+@api.auth_required(auth, roles=WRITE)
+@api.input(SourceIO)
+@api.output(SourceIO, status_code=201)
+@api.doc(tags=["Sources"], summary="Add a named source", responses=[400, 409])
+def add_source(json_data: dict[str, Any]) -> dict[str, object]:
+    with database.atomic():
+        sources.add_source(json_data["name"], json_data["numbers"])
+        return _source(json_data["name"])
+
+
+@api.put("/sources/<name>")
+@api.auth_required(auth, roles=WRITE)
+@api.input(SourceNumbers)
+@api.output(SourceIO)
+@api.doc(tags=["Sources"], summary="Replace a named source's numbers", responses=[400, 404, 409])
+def set_source_numbers(name: str, json_data: dict[str, Any]) -> dict[str, object]:
+    with database.atomic():
+        sources.set_numbers(name, json_data["numbers"])
+        return _source(name)
+
+
+@api.delete("/sources/<name>")
+@api.auth_required(auth, roles=WRITE)
+@api.output({}, status_code=204)
+@api.doc(tags=["Sources"], summary="Delete a named source no rule uses", responses=[404, 409])
+def delete_source(name: str) -> str:
+    with database.atomic():
+        sources.delete_source(name)
     return ""
 
 

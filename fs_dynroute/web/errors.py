@@ -15,7 +15,8 @@ _FIELDS = {"digits": "digits_match", "digits/prefix": "digits_match", "nomatch-d
            "match-dest": "match_destination"}
 _PREFIX = re.compile(r"([a-z_/\-]+): ")
 _NOT_FOUND = ("does not exist", "no route for key", "no rule serves")
-_CONFLICT = ("already exists", "already served", " is used by ")
+_CONFLICT = ("already exists", "already served", " is used by ", "is a number of source", "is the name of a source",
+             "a source of that name")
 
 
 def field_of(exc: UserError, default: str | None = None) -> str | None:

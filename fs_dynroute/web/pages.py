@@ -18,8 +18,9 @@ from flask import Response, abort, current_app, flash, g, jsonify, redirect, ren
 from fs_dynroute import admin, csvio, stats, tokens
 from fs_dynroute.admin import rule_dict
 from fs_dynroute.dryrun import dry_run
-from fs_dynroute.models import Route, Rule, database, destination_map
+from fs_dynroute.models import Route, Rule, database, destination_map, source_map
 from fs_dynroute.store import SQLStore
+from fs_dynroute.validation import served_numbers
 from fs_dynroute.web.api import rule_spec
 from fs_dynroute.web.errors import destination_field, field_of
 from fs_dynroute.web.listing import DEFAULT_LIMIT, MAX_LIMIT, csv_download, routes_page
@@ -133,7 +134,7 @@ def _form_rule() -> dict[str, Any]:
 
 def _rule_form(rule: dict[str, Any], errors: dict[str, str], new: bool, status: int = 200) -> tuple[str, int]:
     return render_template("rule_form.html", rule=rule, errors=errors, new=new,
-                           destinations=destination_map()), status
+                           destinations=destination_map(), sources=list(source_map())), status
 
 
 @pages.route("/rules/new", methods=["GET", "POST"])
@@ -271,7 +272,8 @@ def lookup() -> tuple[str, int]:
             answer = dry_run(database.obj, current_app.config["DEFAULT_CONTEXT"], caller, source=source)
         except admin.UserError as exc:
             error = str(exc)
-    sources = [r.source for r in Rule.select(Rule.source).distinct().order_by(Rule.source)]
+    named = source_map()
+    sources = sorted({n for r in Rule.select(Rule.source) for n in served_numbers(r, named)})
     return render_template("lookup.html", source=source, caller=caller, answer=answer, error=error,
                            sources=sources), 400 if error else 200
 
