@@ -43,7 +43,8 @@ def make_run(db_url: str, token_file: Path) -> tuple[str, str, int]:
                              r"(\S+)\)\n", lines[-1])
         assert found, "".join(lines)
         token = found.group(1)
-        request = urllib.request.Request(f"http://127.0.0.1:{web}/api/rules", headers={"Authorization": f"Bearer {token}"})
+        request = urllib.request.Request(f"http://127.0.0.1:{web}/api/rules",
+                                         headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(request, timeout=10) as answer:
             status = answer.status
     finally:
