@@ -6,7 +6,8 @@ Each step is what ``session.run_session`` does for one matched call, run in a lo
 (``multiset/S20``): framing and reading the connect reply, the four channel values, the routing decision
 through the server's router and in-memory index (the statistics row included, not its batched flush), the
 ``multiset`` command, reading the ``+OK``, the deadline, the log line (``logging`` as the CLI configures
-it, to a file) and counting the call (``metrics.call_decided``, as ``serve --metrics`` shows it). CPU time, not wall time, so another process on the machine inflates it less.
+it, to a file) and counting the call (``metrics.call_decided``, as ``serve --metrics`` shows it). CPU time,
+not wall time, so another process on the machine inflates it less.
 """
 
 from __future__ import annotations

@@ -176,6 +176,12 @@ class ServeConfig:
                               f"records, so say which FreeSWITCH hosts may connect with {BY_NAME['allow'].label()}")
         if self.allow == ():
             raise ConfigError(f"{BY_NAME['allow'].label()}: no network given")
+        taken: dict[tuple[str, int], str] = {}
+        for name in ("listen", "web", "metrics"):
+            address = getattr(self, name)
+            if address is not None and address[1] and taken.setdefault(address, name) != name:
+                raise ConfigError(f"{BY_NAME[name].label()} {address[0]}:{address[1]} is where "
+                                  f"{BY_NAME[taken[address]].label()} listens: give each its own port")
 
     @property
     def allowed(self) -> tuple[Network, ...]:

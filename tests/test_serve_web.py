@@ -140,6 +140,14 @@ def test_a_taken_web_port_is_refused_naming_the_option_and_nothing_keeps_running
         assert not service.server.server.started
 
 
+def test_one_port_for_two_of_listen_web_and_metrics_is_refused_naming_both() -> None:
+    with pytest.raises(ConfigError, match=r"^--metrics \(DYNROUTE_METRICS\) 127\.0\.0\.1:8085 is where "
+                                          r"--web \(DYNROUTE_WEB\) listens"):
+        ServeConfig.load({"web": "127.0.0.1:8085"}, {"DYNROUTE_METRICS": "127.0.0.1:8085"})
+    with pytest.raises(ConfigError, match=r"^--web \(DYNROUTE_WEB\) 127\.0\.0\.1:8084 is where --listen"):
+        ServeConfig(web=("127.0.0.1", 8084))
+
+
 def test_serve_takes_web_and_metrics_from_the_command_line_and_the_environment(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'routes.db'}"
     cli = CLI(db_url)
