@@ -145,7 +145,7 @@ class Service:
         """The pages first, so that everything answers once the log says "listening on"."""
         check_schema(self.store.sql.db)
         self.store.start()
-        started: list[Any] = []
+        started: list[WebServer] = []
         try:
             for name, page in self.pages:
                 self._listen(name, page)
