@@ -92,6 +92,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stale_after", "DYNROUTE_STALE_AFTER", 3.0, float, "SECONDS",
             "if the database cannot be read for this long, calls go to No Match instead of being routed "
             "from memory"),
+    Setting("web", "DYNROUTE_WEB", None, parse_listen, "HOST:PORT",
+            "also serve the admin page and the JSON API here, as 'fs-dynroute web' does (they ask for a token; "
+            "default: off)"),
+    Setting("metrics", "DYNROUTE_METRICS", None, parse_listen, "HOST:PORT",
+            "also serve /metrics and /health for this process here (no authentication: keep it on loopback or "
+            "behind a firewall; default: off)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -144,6 +150,8 @@ class ServeConfig:
     db_threads: int = BY_NAME["db_threads"].default
     poll_interval: float = BY_NAME["poll_interval"].default
     stale_after: float = BY_NAME["stale_after"].default
+    web: tuple[str, int] | None = BY_NAME["web"].default
+    metrics: tuple[str, int] | None = BY_NAME["metrics"].default
 
     @classmethod
     def load(cls, given: Mapping[str, object], environ: Mapping[str, str]) -> ServeConfig:
@@ -168,6 +176,12 @@ class ServeConfig:
                               f"records, so say which FreeSWITCH hosts may connect with {BY_NAME['allow'].label()}")
         if self.allow == ():
             raise ConfigError(f"{BY_NAME['allow'].label()}: no network given")
+        taken: dict[tuple[str, int], str] = {}
+        for name in ("listen", "web", "metrics"):
+            address = getattr(self, name)
+            if address is not None and address[1] and taken.setdefault(address, name) != name:
+                raise ConfigError(f"{BY_NAME[name].label()} {address[0]}:{address[1]} is where "
+                                  f"{BY_NAME[taken[address]].label()} listens: give each its own port")
 
     @property
     def allowed(self) -> tuple[Network, ...]:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import gevent
 from gevent.threadpool import ThreadPool
 
-from fs_dynroute import expiry
+from fs_dynroute import expiry, metrics
 from fs_dynroute.decision import Decision, RouteView, RuleView
 from fs_dynroute.models import utcnow
 from fs_dynroute.store import (
@@ -76,6 +76,7 @@ class Outage:
         self.since: float | None = None
 
     def failed(self, error: BaseException) -> None:
+        metrics.database_error()  # every failed read, logged or not
         if self.since is None:
             self.since = time.monotonic()
             log.error("routes database unavailable; calls go to No Match: %s", one_line(error))

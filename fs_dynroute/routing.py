@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from fs_dynroute import metrics
 from fs_dynroute.callerid import call_key
 from fs_dynroute.decision import Decision, Lookup, Result, RuleView, decide
 from fs_dynroute.models import utcnow
@@ -49,6 +50,7 @@ def _consume(store: Store, rule: RuleView, decision: Decision, call_uuid: str | 
     """Delete After Use: the route is the caller's only if this caller's delete removed it in time."""
     try:
         if store.consume(rule, decision, call_uuid, deadline):
+            metrics.consumed(rule.name)
             return decision
         reason = "route already used by another call"
         result = Result.NOMATCH

@@ -16,6 +16,7 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from fs_dynroute import metrics
 from fs_dynroute.config import ServeConfig
 from fs_dynroute.decision import Decision, RuleView
 from fs_dynroute.routing import route_call
@@ -126,6 +127,7 @@ class DynrouteServer:
         if self.live >= self.max_sessions:
             sock.close()
             self.over_capacity.add(f"{address[0]}:{address[1]}")
+            metrics.refused()
             return
         self.live += 1
         try:

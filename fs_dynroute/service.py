@@ -3,7 +3,9 @@
 As aiosmtpd's ``Controller``: the command line, the tests and the benchmarks all run the service
 through this class, so what is tested is what runs. ``Service(config)`` prepares everything (the
 open-file limit is checked here); ``start()`` checks the schema, loads the index and listens;
-``stop()`` finishes calls in flight. Also a context manager.
+``stop()`` finishes calls in flight. Also a context manager. With ``--web`` and ``--metrics`` it also
+serves the admin page and /metrics on WebServers of their own: their requests run in worker threads
+with database connections of their own, so neither a slow page nor a scrape takes anything a call needs.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import resource
 import signal
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import peewee as pw
@@ -26,11 +28,22 @@ from fs_dynroute.schema import CURRENT_VERSION, stored_version
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.store import SQLStore
 
+if TYPE_CHECKING:
+    from fs_dynroute.web.server import WebServer
+
 log = logging.getLogger(__name__)
 
 # Descriptors that are not calls: the listener, the event loop's, the log, and the database's (a pooled
 # connection each; SQLite's WAL mode opens three files per connection).
 SPARE_FILES = 64
+# Requests served at once by --web and by --metrics; each thread may hold a database connection.
+WEB_THREADS = 4
+METRICS_THREADS = 2
+
+
+def page_threads(config: ServeConfig) -> int:
+    """Threads (and so database connections, at most) of the pages ``config`` asks for."""
+    return (WEB_THREADS if config.web else 0) + (METRICS_THREADS if config.metrics else 0)
 
 
 def files_needed(config: ServeConfig) -> tuple[int, int]:
@@ -39,7 +52,7 @@ def files_needed(config: ServeConfig) -> tuple[int, int]:
     Besides the calls in flight, a burst holds up to ``max_accept`` connections that the server has
     accepted in one go and not yet refused (it accepts that many before its handlers run).
     """
-    spare = SPARE_FILES + 3 * (config.db_threads + 2) + StreamServer.max_accept
+    spare = SPARE_FILES + 3 * (config.db_threads + 2 + page_threads(config)) + StreamServer.max_accept
     return spare, spare + config.max_sessions
 
 
@@ -71,6 +84,30 @@ def fit_open_files(config: ServeConfig) -> ServeConfig:
     return config.replace(max_sessions=soft - spare)
 
 
+def pages(config: ServeConfig, server: DynrouteServer, store: IndexedStore) -> list[tuple[str, WebServer]]:
+    """(setting name, its WebServer) for ``--web`` and ``--metrics``; Flask is imported only when one is asked for.
+
+    The page's mod_xml_curl endpoint names this server's --listen address in the dialplan it answers with.
+    """
+    found: list[tuple[str, WebServer]] = []
+    if not (config.web or config.metrics):
+        return found
+    from fs_dynroute.dialplan_install import Target
+    from fs_dynroute.monitor import monitor_app
+    from fs_dynroute.web import create_app
+    from fs_dynroute.web.server import WebServer
+
+    if config.web:
+        host, port = config.listen
+        target = Target(servers=(f"[{host}]:{port}" if ":" in host else f"{host}:{port}",))
+        app = create_app(store.sql.db, default_context=config.default_context, dialplan=target)
+        found.append(("web", WebServer(app, config.web, threads=WEB_THREADS)))
+    if config.metrics:
+        found.append(("metrics", WebServer(monitor_app(server, store), config.metrics, threads=METRICS_THREADS,
+                                           label="/metrics and /health")))
+    return found
+
+
 def check_schema(db: pw.Database) -> None:
     """Refuse to serve an old or missing schema; a database that cannot be read now is the index's business."""
     try:
@@ -90,12 +127,14 @@ class Service:
     def __init__(self, config: ServeConfig, store_options: Mapping[str, Any] | None = None) -> None:
         """``store_options``: more IndexedStore keywords, for tests and benchmarks (full_reload, ...)."""
         self.config = config = fit_open_files(config)
-        db = open_database(config.db, pooled=True, max_connections=config.db_threads + OWN_THREADS,
+        db = open_database(config.db, pooled=True,
+                           max_connections=config.db_threads + OWN_THREADS + page_threads(config),
                            busy_timeout=config.decision_timeout)
         self.store = IndexedStore(SQLStore(db, config.default_context), threads=config.db_threads,
                                   poll_interval=config.poll_interval, stale_after=config.stale_after,
                                   **(store_options or {}))
         self.server = DynrouteServer(StoreRouter(self.store), config)
+        self.pages = pages(config, self.server, self.store)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -103,17 +142,32 @@ class Service:
         return self.server.address
 
     def start(self) -> None:
+        """The pages first, so that everything answers once the log says "listening on"."""
         check_schema(self.store.sql.db)
         self.store.start()
+        started: list[WebServer] = []
         try:
-            self.server.start()
-        except OSError as exc:
+            for name, page in self.pages:
+                self._listen(name, page)
+                started.append(page)
+            self._listen("listen", self.server)
+        except ConfigError:
+            for page in started:
+                page.stop()
             self.store.stop()
-            host, port = self.config.listen
-            raise ConfigError(f"{BY_NAME['listen'].label()} {host}:{port}: {exc.strerror or exc}") from None
+            raise
+
+    def _listen(self, name: str, server: WebServer | DynrouteServer) -> None:
+        try:
+            server.start()
+        except OSError as exc:
+            host, port = getattr(self.config, name)
+            raise ConfigError(f"{BY_NAME[name].label()} {host}:{port}: {exc.strerror or exc}") from None
 
     def stop(self) -> None:
-        """Stop listening, finish the calls in flight, then flush and close the store."""
+        """Stop the pages, stop listening, finish the calls in flight, then flush and close the store."""
+        for _, page in self.pages:
+            page.stop()
         self.server.stop()
         self.store.stop()
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import gevent
 from gevent import socket
 
+from fs_dynroute import metrics
 from fs_dynroute.decision import Decision, RuleView
 from fs_dynroute.destinations import CONTROL
 from fs_dynroute.esl import ESLProtocolError, Message, MessageReader, connect_command, multiset
@@ -112,12 +113,15 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
     decision: Decision | None = None
     outcome = "default"
     sent = False
+    deciding = 0.0  # seconds from the channel data to the decision
     try:
         with gevent.Timeout(timeout):
             talk = Conversation(sock)
             talk.send(connect_command())
             channel = Channel.from_headers(talk.receive().headers)
+            asked = time.monotonic()
             rule, decision = router(channel, started + timeout)
+            deciding = time.monotonic() - asked
             if rule is None or decision is None:
                 outcome = "norule"
             else:
@@ -138,6 +142,8 @@ def run_session(sock: socket.socket, router: Router, timeout: float) -> str:
         outcome = "bug"
     finally:
         sock.close()
+    if rule is not None and decision is not None:  # counted once the caller is on the way, as the log line is
+        metrics.call_decided(rule.name, decision.result.value, deciding)
     if sent and outcome != "done":
         outcome += " after sending"
     reached = decision.destination if decision and outcome == "done" else \

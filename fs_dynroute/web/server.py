@@ -25,8 +25,11 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class WebServer:
     """``app`` on ``listen`` (host, port); start() returns at once, stop() closes it."""
 
-    def __init__(self, app: WSGIApp, listen: tuple[str, int], threads: int = 8) -> None:
+    def __init__(self, app: WSGIApp, listen: tuple[str, int], threads: int = 8,
+                 label: str = "web page and API") -> None:
+        """``label`` names what is served, in the log line that says where."""
         self.app = app
+        self.label = label
         self.threads = ThreadPool(threads)
         self.server = WSGIServer(listen, self._handle, log=logging.getLogger("fs_dynroute.web.access"),
                                  error_log=log)
@@ -37,10 +40,12 @@ class WebServer:
 
     def start(self) -> None:
         self.server.start()
-        log.info("web page and API on http://%s:%d/", *self.address)
+        log.info("%s on http://%s:%d/", self.label, *self.address)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Close, give requests in flight ``timeout`` seconds, and let the worker threads end."""
         self.server.stop(timeout=timeout)
+        self.threads.kill()
 
     def serve_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT; requests in flight get a few seconds to finish."""
