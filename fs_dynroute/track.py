@@ -232,8 +232,16 @@ class Tracker:
         reader.feed(data)
 
     def _expect(self, reader: ei.InboundReader, kind: type) -> ei.Item:
-        while (item := reader.next_item()) is None:
-            self._recv(reader)
+        """The next item of ``kind``. Events that come first are handled, never lost: once ``event`` is on,
+        FreeSWITCH sends events at once, even before its reply to the next command (a ``filter``)."""
+        while True:
+            item = reader.next_item()
+            if item is None:
+                self._recv(reader)
+            elif isinstance(item, ei.Event):
+                self.event(item.name, item.headers)
+            else:
+                break
         if isinstance(item, ei.Disconnect) and kind is ei.Reply:
             raise Lost("disconnected")
         if not isinstance(item, kind):
@@ -241,8 +249,7 @@ class Tracker:
         return item
 
     def _read_events(self, reader: ei.InboundReader) -> None:
-        while True:
-            self._recv(reader)
+        while True:  # what came with the last reply is handled first, before waiting for more
             handled = 0
             while (item := reader.next_item()) is not None:
                 if isinstance(item, ei.Disconnect):
@@ -253,6 +260,7 @@ class Tracker:
                     if handled % YIELD_EVERY == 0:
                         gevent.sleep(0)
             gevent.sleep(PAUSE)  # a recv() that never blocks (a burst) must not starve the calls
+            self._recv(reader)
 
     def event(self, name: str, headers: Mapping[str, str]) -> None:
         """Called by a client for each event (on the event loop's thread)."""

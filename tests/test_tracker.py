@@ -162,6 +162,19 @@ def scenario_b_leg_uuid(scenario: str, fmt: str = "plain") -> str:
     return bridged_leg(scenario, fmt).get("Unique-ID")  # type: ignore[return-value]
 
 
+def test_events_that_come_before_the_filters_are_answered_are_not_lost(tracked: pw.Database) -> None:
+    """FreeSWITCH sends events as soon as ``event`` is answered, even before the reply to the next ``filter``."""
+    early = InboundSwitch(on_subscribe=captured_hangups()["s2"]).start()
+    try:
+        with tracking(early, tracked) as tracker:
+            subscribed(early, tracker)
+            settled(tracker, 4)
+            assert set(routes("Callbacks")) == {"5551000002"}
+            assert tracker.stats.reconnects == 0
+    finally:
+        early.stop()
+
+
 @pytest.mark.parametrize("fmt", ["plain", "json"])
 def test_each_scenario_writes_or_does_not_write_the_right_route(client: str, switch: InboundSwitch,
                                                                 tracked: pw.Database, fmt: str) -> None:

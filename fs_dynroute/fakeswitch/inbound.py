@@ -154,7 +154,11 @@ class Connection:
 class InboundSwitch:
     """The fake event socket: ``start()``, connect clients, then ``deliver()``/``replay()`` events; ``stop()``."""
 
-    def __init__(self, *, password: str = PASSWORD, port: int = 0, heartbeat_interval: float = 20.0) -> None:
+    def __init__(self, *, password: str = PASSWORD, port: int = 0, heartbeat_interval: float = 20.0,
+                 on_subscribe: Iterable[FakeEvent] = ()) -> None:
+        """``on_subscribe``: events sent glued to the reply to ``event`` (before any ``filter`` is answered), as a
+        busy FreeSWITCH does: the subscription is on from that reply, whatever the client sends next."""
+        self.on_subscribe = tuple(on_subscribe)
         self.password = password
         self.port = port
         self.heartbeat_interval = heartbeat_interval
@@ -305,7 +309,8 @@ class InboundSwitch:
                 return esl.command_reply("-ERR invalid event format")
             connection.fmt = fmt
             connection.names.update(names.split())
-            return esl.command_reply(f"+OK event listener enabled {fmt}")
+            return esl.command_reply(f"+OK event listener enabled {fmt}") + b"".join(
+                e.encode(fmt) for e in self.on_subscribe if connection.wants(e))
         if word == "filter":
             return esl.command_reply(self._filter(connection, rest))
         if word == "noevents":
