@@ -92,6 +92,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stale_after", "DYNROUTE_STALE_AFTER", 3.0, float, "SECONDS",
             "if the database cannot be read for this long, calls go to No Match instead of being routed "
             "from memory"),
+    Setting("track", "DYNROUTE_TRACK", None, parse_listen, "HOST:PORT",
+            "FreeSWITCH's event socket: also feed the tracked rules from call outcomes (missed calls, last agent) "
+            "in this process, as 'fs-dynroute track' does (default: not tracked)"),
+    Setting("track_password_file", "DYNROUTE_TRACK_PASSWORD_FILE", None, str, "FILE",
+            "file whose first line is the event socket password for --track (default: $DYNROUTE_ESL_PASSWORD)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -144,6 +149,8 @@ class ServeConfig:
     db_threads: int = BY_NAME["db_threads"].default
     poll_interval: float = BY_NAME["poll_interval"].default
     stale_after: float = BY_NAME["stale_after"].default
+    track: tuple[str, int] | None = BY_NAME["track"].default
+    track_password_file: str | None = BY_NAME["track_password_file"].default
 
     @classmethod
     def load(cls, given: Mapping[str, object], environ: Mapping[str, str]) -> ServeConfig:
@@ -168,6 +175,9 @@ class ServeConfig:
                               f"records, so say which FreeSWITCH hosts may connect with {BY_NAME['allow'].label()}")
         if self.allow == ():
             raise ConfigError(f"{BY_NAME['allow'].label()}: no network given")
+        if self.track_password_file is not None and self.track is None:
+            raise ConfigError(f"{BY_NAME['track_password_file'].label()} is for {BY_NAME['track'].label()}, "
+                              "which is not given")
 
     @property
     def allowed(self) -> tuple[Network, ...]:
