@@ -148,3 +148,19 @@ def test_calls_keep_routing_while_a_burst_of_hangups_is_processed(switch: Inboun
     print(f"\nserve --track: burst of {count} hangups written in {took:.1f} s ({count / took:.0f}/s); calls "
           f"before: median {statistics.median(quiet) * 1000:.1f} ms, max {max(quiet) * 1000:.1f} ms; "
           f"{len(busy)} calls during: median {statistics.median(busy) * 1000:.1f} ms, max {max(busy) * 1000:.1f} ms")
+
+
+def test_a_status_file_that_cannot_be_written_does_not_stop_the_tracking(switch: InboundSwitch, cli: CLI,
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """As under a unit whose home is hidden: said once, and the routes are still written."""
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocked))
+    with running_server(db_url, track=switch.address) as service:
+        wait_until(lambda: switch.subscribed(), what="the tracker subscribed")
+        switch.deliver(captured_hangups()["s2"])
+        settled(service, 4)
+        assert service.tracker is not None and service.tracker.stats.written == 1
+        assert service.tracker.stats.reconnects == 0
+    said = [r.getMessage() for r in caplog.records if "cannot write the tracker's status" in r.getMessage()]
+    assert len(said) == 1, said
