@@ -98,6 +98,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics", "DYNROUTE_METRICS", None, parse_listen, "HOST:PORT",
             "also serve /metrics and /health for this process here (no authentication: keep it on loopback or "
             "behind a firewall; default: off)"),
+    Setting("track", "DYNROUTE_TRACK", None, parse_listen, "HOST:PORT",
+            "FreeSWITCH's event socket: also feed the tracked rules from call outcomes (missed calls, last agent) "
+            "in this process, as 'fs-dynroute track' does (default: not tracked)"),
+    Setting("track_password_file", "DYNROUTE_TRACK_PASSWORD_FILE", None, str, "FILE",
+            "file whose first line is the event socket password for --track (default: $DYNROUTE_ESL_PASSWORD)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -152,6 +157,8 @@ class ServeConfig:
     stale_after: float = BY_NAME["stale_after"].default
     web: tuple[str, int] | None = BY_NAME["web"].default
     metrics: tuple[str, int] | None = BY_NAME["metrics"].default
+    track: tuple[str, int] | None = BY_NAME["track"].default
+    track_password_file: str | None = BY_NAME["track_password_file"].default
 
     @classmethod
     def load(cls, given: Mapping[str, object], environ: Mapping[str, str]) -> ServeConfig:
@@ -182,6 +189,9 @@ class ServeConfig:
             if address is not None and address[1] and taken.setdefault(address, name) != name:
                 raise ConfigError(f"{BY_NAME[name].label()} {address[0]}:{address[1]} is where "
                                   f"{BY_NAME[taken[address]].label()} listens: give each its own port")
+        if self.track_password_file is not None and self.track is None:
+            raise ConfigError(f"{BY_NAME['track_password_file'].label()} is for {BY_NAME['track'].label()}, "
+                              "which is not given")
 
     @property
     def allowed(self) -> tuple[Network, ...]:

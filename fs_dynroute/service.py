@@ -6,6 +6,9 @@ open-file limit is checked here); ``start()`` checks the schema, loads the index
 ``stop()`` finishes calls in flight. Also a context manager. With ``--web`` and ``--metrics`` it also
 serves the admin page and /metrics on WebServers of their own: their requests run in worker threads
 with database connections of their own, so neither a slow page nor a scrape takes anything a call needs.
+
+With ``--track`` it also runs the tracker (``fs-dynroute track``) on greenlets of its own, with its own event
+socket connection and its own database connection (one more in the pool, so never one the calls need).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from fs_dynroute.index import OWN_THREADS, IndexedStore
 from fs_dynroute.schema import CURRENT_VERSION, stored_version
 from fs_dynroute.server import DynrouteServer, StoreRouter
 from fs_dynroute.store import SQLStore
+from fs_dynroute.track import ENV_PASSWORD, Tracker, read_password, status_path
 
 if TYPE_CHECKING:
     from fs_dynroute.web.server import WebServer
@@ -36,6 +40,10 @@ log = logging.getLogger(__name__)
 # Descriptors that are not calls: the listener, the event loop's, the log, and the database's (a pooled
 # connection each; SQLite's WAL mode opens three files per connection).
 SPARE_FILES = 64
+# The tracker's database thread (track.Tracker writes from one): a pool connection of its own.
+TRACKER_CONNECTIONS = 1
+# How long start() waits for the event socket's first answer, to refuse a wrong password before listening.
+TRACK_START_WAIT = 5.0
 # Requests served at once by --web and by --metrics; each thread may hold a database connection.
 WEB_THREADS = 4
 METRICS_THREADS = 2
@@ -127,14 +135,17 @@ class Service:
     def __init__(self, config: ServeConfig, store_options: Mapping[str, Any] | None = None) -> None:
         """``store_options``: more IndexedStore keywords, for tests and benchmarks (full_reload, ...)."""
         self.config = config = fit_open_files(config)
+        tracker_connections = TRACKER_CONNECTIONS if config.track else 0
         db = open_database(config.db, pooled=True,
-                           max_connections=config.db_threads + OWN_THREADS + page_threads(config),
+                           max_connections=config.db_threads + OWN_THREADS + page_threads(config)
+                           + tracker_connections,
                            busy_timeout=config.decision_timeout)
         self.store = IndexedStore(SQLStore(db, config.default_context), threads=config.db_threads,
                                   poll_interval=config.poll_interval, stale_after=config.stale_after,
                                   **(store_options or {}))
         self.server = DynrouteServer(StoreRouter(self.store), config)
         self.pages = pages(config, self.server, self.store)
+        self.tracker = self._make_tracker(db)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -144,6 +155,7 @@ class Service:
     def start(self) -> None:
         """The pages first, so that everything answers once the log says "listening on"."""
         check_schema(self.store.sql.db)
+        self._start_tracker()
         self.store.start()
         started: list[WebServer] = []
         try:
@@ -155,6 +167,7 @@ class Service:
             for page in started:
                 page.stop()
             self.store.stop()
+            self._stop_tracker()
             raise
 
     def _listen(self, name: str, server: WebServer | DynrouteServer) -> None:
@@ -169,6 +182,7 @@ class Service:
         for _, page in self.pages:
             page.stop()
         self.server.stop()
+        self._stop_tracker()
         self.store.stop()
 
     def __enter__(self) -> Service:
@@ -177,6 +191,42 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- the tracker (--track) -------------------------------------------------------------------------------------
+
+    def _make_tracker(self, db: pw.Database) -> Tracker | None:
+        """The tracker --track asks for, its password read now (a missing or unusable one is a ConfigError)."""
+        if self.config.track is None:
+            return None
+        option = BY_NAME["track_password_file"]
+        try:
+            password = read_password(self.config.track_password_file, option.option)
+        except ValueError as exc:
+            raise ConfigError(f"{option.label()}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{option.label()}: {exc.filename}: {exc.strerror or exc}") from None
+        return Tracker(db, self.config.track, password, status_file=status_path(),
+                       password_hint=f"{option.label()} or ${ENV_PASSWORD}")
+
+    def _start_tracker(self) -> None:
+        """Before listening: a refused password stops the start; FreeSWITCH down is retried with backoff."""
+        if self.tracker is None:
+            return
+        self.tracker.start()
+        self.tracker.attempted.wait(TRACK_START_WAIT)
+        if self.tracker.auth_error is not None:
+            self.tracker.stop()
+            raise ConfigError(str(self.tracker.auth_error))
+        self.tracker.failed.rawlink(self._tracker_failed)
+
+    def _tracker_failed(self, _: object) -> None:
+        """FreeSWITCH refused the password later (it restarted with another): calls go on, tracking does not."""
+        log.error("%s; tracking stopped, calls are still served; restart serve once it is fixed",
+                  self.tracker.auth_error)  # type: ignore[union-attr]
+
+    def _stop_tracker(self) -> None:
+        if self.tracker is not None:
+            self.tracker.stop()
 
     def serve_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""

@@ -95,7 +95,8 @@ class Tracker:
     def __init__(self, db: pw.Database, esl: tuple[str, int], password: str, *, fmt: str = "plain",
                  heartbeat_timeout: float = 2.5 * HEARTBEAT_INTERVAL, backoff: tuple[float, float] = (0.5, 30.0),
                  max_queue: int = MAX_QUEUE, batch: int = BATCH, status_file: Path | None = None,
-                 status_interval: float = 1.0, client: str = "builtin") -> None:
+                 status_interval: float = 1.0, client: str = "builtin",
+                 password_hint: str = f"--password-file or ${ENV_PASSWORD}") -> None:
         if client not in CLIENTS:
             raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
         ei.auth_command(password)  # refuse an unusable password now, without ever showing it
@@ -111,6 +112,9 @@ class Tracker:
         self.queue: deque[Hangup] = deque(maxlen=max_queue)
         self.auth_error: AuthError | None = None
         self.failed = gevent.event.Event()  # set when the tracker gives up (a refused password)
+        self.attempted = gevent.event.Event()  # set once the first connection has subscribed or failed
+        self.password_hint = password_hint
+        self._status_unwritable = False
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._wake = gevent.event.Event()
         self._idle = gevent.event.Event()
@@ -179,6 +183,7 @@ class Tracker:
                 self.stats.connected = False
             finally:
                 self._close()
+                self.attempted.set()
             gevent.sleep(delay)
             delay = min(delay * 2, self.backoff[1])
 
@@ -189,7 +194,7 @@ class Tracker:
 
     def refused(self, reply: str) -> AuthError:
         return AuthError(f"event socket {self.stats.esl} refused the password ({reply}); "
-                         f"check --password-file or ${ENV_PASSWORD}")
+                         f"check {self.password_hint}")
 
     def _session(self) -> None:
         if self.client == "python-esl":
@@ -216,6 +221,7 @@ class Tracker:
     def subscribed(self) -> None:
         """Called by a client once FreeSWITCH has accepted the password, the subscription and the filters."""
         self.stats.connected, self.stats.connected_since = True, time.time()
+        self.attempted.set()
         if self._outage is not None:
             log.warning("event socket %s: back after %.1f s", self.stats.esl, time.monotonic() - self._outage)
             self._outage = None
@@ -346,14 +352,23 @@ class Tracker:
         self.stats.queued = len(self.queue)
         if self.status_file is None:
             return
-        self.status_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.status_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.stats.as_dict(), default=str), encoding="utf-8")
-        os.replace(temporary, self.status_file)
+        try:
+            self.status_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.status_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.stats.as_dict(), default=str), encoding="utf-8")
+            os.replace(temporary, self.status_file)
+        except OSError as exc:  # a status nobody can read must not stop the tracking (said once)
+            if not self._status_unwritable:
+                log.error("cannot write the tracker's status to %s: %s", self.status_file, exc.strerror or exc)
+            self._status_unwritable = True
+        else:
+            self._status_unwritable = False
 
 
-def read_password(path: str | None) -> str:
-    """The ESL password from a file (first line) or ``$DYNROUTE_ESL_PASSWORD``; never from the command line."""
+def read_password(path: str | None, option: str = "--password-file") -> str:
+    """The ESL password from a file (first line) or ``$DYNROUTE_ESL_PASSWORD``; never from the command line.
+
+    ``option``: how the command names the file, for the error."""
     if path:
         with open(path, encoding="utf-8") as handle:
             password = handle.readline().rstrip("\r\n")
@@ -362,7 +377,7 @@ def read_password(path: str | None) -> str:
         password, where = os.environ.get(ENV_PASSWORD, ""), f"${ENV_PASSWORD}"
     if not password:
         raise ValueError(f"no ESL password in {where}" if path or ENV_PASSWORD in os.environ
-                         else f"no ESL password: give --password-file FILE or set ${ENV_PASSWORD}")
+                         else f"no ESL password: give {option} FILE or set ${ENV_PASSWORD}")
     try:
         ei.auth_command(password)
     except ValueError:
