@@ -3,45 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import peewee as pw
 
 from fs_dynroute import __version__, admin, csvio, demo, dialplan_install, sources_cli, track_cli, webcli
+from fs_dynroute.commands import Commands, emit, opened
 from fs_dynroute.config import BY_NAME, SETTINGS, ConfigError, ServeConfig, check_context, resolve
-from fs_dynroute.database import DatabaseURLError, open_database, write_transaction
+from fs_dynroute.database import DatabaseURLError
 from fs_dynroute.destinations import DestinationError
 from fs_dynroute.dialplan import MODES
 from fs_dynroute.dryrun import dry_run
 from fs_dynroute.fakeswitch.call import add_call_command
-from fs_dynroute.models import Destination, Route, Rule, database, destination_map
+from fs_dynroute.models import Destination, Route, Rule, destination_map
 from fs_dynroute.schema import initdb, schema_sql
 from fs_dynroute.store import SQLStore
 
 EXIT_USAGE = 2
 GLOBAL_SETTINGS = ("db", "default_context")  # serve settings every command takes, before or after its name
-
-
-@contextmanager
-def opened(args: argparse.Namespace, *, write: bool = True) -> Iterator[pw.Database]:
-    """The database bound to the models, in one transaction when writing: an error writes nothing."""
-    db = open_database(args.db)
-    database.initialize(db)
-    with db.connection_context():
-        if write:
-            with write_transaction(db):
-                yield db
-        else:
-            yield db
-
-
-def emit(args: argparse.Namespace, data: object, lines: Sequence[str]) -> None:
-    print(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else "\n".join(lines))
 
 
 def cmd_initdb(args: argparse.Namespace) -> int:
@@ -233,29 +215,6 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
         return dialplan_install.install(args, text)
     sys.stdout.write(text)
     return 0
-
-
-class Commands:
-    """The sub-command tree. A builder adds its commands with :meth:`group` and :meth:`leaf`."""
-
-    def __init__(self, sub: argparse._SubParsersAction, common: list[argparse.ArgumentParser]) -> None:
-        self.sub = sub
-        self.common = common
-
-    def group(self, name: str, help: str) -> Commands:
-        """A command with sub-commands of its own (``rule add``, ``rule list``...)."""
-        parser = self.sub.add_parser(name, help=help)
-        return Commands(parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True),
-                        self.common)
-
-    def leaf(self, name: str, func: Callable[[argparse.Namespace], int], *, help: str | None = None,
-             json: bool = False) -> argparse.ArgumentParser:
-        """A command that runs ``func(args)``; it takes the global options too, and ``--json`` if asked."""
-        parser = self.sub.add_parser(name, parents=self.common, help=help, description=help)
-        if json:
-            parser.add_argument("--json", action="store_true", help="print JSON")
-        parser.set_defaults(func=func)
-        return parser
 
 
 def add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 
 from fs_dynroute import sources
+from fs_dynroute.commands import Commands, emit, opened
 
 
 def cmd_source_add(args: argparse.Namespace) -> int:
-    from fs_dynroute.cli import opened  # the CLI imports this module
-
     with opened(args):
         sources.add_source(args.name, args.numbers)
     print(f"source {args.name!r} = {', '.join(args.numbers)}")
@@ -17,8 +16,6 @@ def cmd_source_add(args: argparse.Namespace) -> int:
 
 
 def cmd_source_edit(args: argparse.Namespace) -> int:
-    from fs_dynroute.cli import opened
-
     with opened(args):
         sources.set_numbers(args.name, args.numbers)
     print(f"source {args.name!r} = {', '.join(args.numbers)}")
@@ -26,8 +23,6 @@ def cmd_source_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_source_delete(args: argparse.Namespace) -> int:
-    from fs_dynroute.cli import opened
-
     with opened(args):
         sources.delete_source(args.name)
     print(f"source {args.name!r} deleted")
@@ -35,8 +30,6 @@ def cmd_source_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_source_list(args: argparse.Namespace) -> int:
-    from fs_dynroute.cli import emit, opened
-
     with opened(args, write=False):
         rows = sources.list_sources()
     emit(args, rows, [f"{r['name']}\t{' '.join(r['numbers'])}\trules: {', '.join(r['rules']) or '-'}"
@@ -44,7 +37,7 @@ def cmd_source_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_source_commands(commands) -> None:  # commands: fs_dynroute.cli.Commands
+def add_source_commands(commands: Commands) -> None:
     source = commands.group("source", "manage named sources (an inbound route or queue with its numbers)")
     for name, func, help in (("add", cmd_source_add, "define a named source with its numbers"),
                              ("edit", cmd_source_edit, "replace a named source's numbers")):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fs_dynroute import admin
+from fs_dynroute.commands import Commands, opened
 from fs_dynroute.config import parse_listen
 from fs_dynroute.tracker import DEFAULT_CAUSES, DEFAULT_TTL, MODES
 
@@ -42,7 +43,7 @@ def add_rule_options(add: argparse.ArgumentParser, edit: argparse.ArgumentParser
     show.set_defaults(func=_show_with_track(show.get_default("func")))
 
 
-def add_track_commands(commands) -> None:  # commands: fs_dynroute.cli.Commands
+def add_track_commands(commands: Commands) -> None:
     p = commands.leaf("track", cmd_track, json=True, help="feed tracked rules from FreeSWITCH's event socket "
                       "(missed calls, last agent); 'track status' shows what it does")
     p.add_argument("action", nargs="?", choices=("status",), help="show the running tracker's status")
@@ -72,7 +73,6 @@ def _options(args: argparse.Namespace):  # -> TrackOptions
 def _with_track(rule_command: Command, adding: bool) -> Command:
     """``rule add/edit``, then the track settings; the settings are checked before the rule is written."""
     def run(args: argparse.Namespace) -> int:
-        from fs_dynroute.cli import opened
         from fs_dynroute.track_store import check_options, clear_track, is_tracked, set_track
 
         options, stop = _options(args), getattr(args, "no_track", False)
@@ -100,7 +100,6 @@ def _with_track(rule_command: Command, adding: bool) -> Command:
 
 def _show_with_track(show: Command) -> Command:
     def run(args: argparse.Namespace) -> int:
-        from fs_dynroute.cli import opened
         from fs_dynroute.track_store import track_settings
 
         code = show(args)

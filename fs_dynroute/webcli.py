@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fs_dynroute import tokens
 from fs_dynroute.admin import UserError
+from fs_dynroute.commands import Commands, emit, opened
 from fs_dynroute.config import parse_listen
 from fs_dynroute.database import open_database
 from fs_dynroute.dialplan import parse_servers
@@ -39,8 +40,6 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_token_add(args: argparse.Namespace) -> int:
-    from fs_dynroute.cli import opened  # the CLI imports this module
-
     with opened(args):
         token = tokens.add(args.name, read_only=args.read_only)
     print(token)
@@ -50,8 +49,6 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from fs_dynroute.cli import opened
-
     with opened(args):
         tokens.revoke(args.name)
     print(f"token {args.name!r} revoked")
@@ -59,8 +56,6 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from fs_dynroute.cli import emit, opened
-
     with opened(args, write=False):
         rows = tokens.listing()
     emit(args, rows, [f"{t['name']}\t{'read-only' if t['read_only'] else 'read-write'}\t"
@@ -69,7 +64,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_web_commands(commands) -> None:  # commands: fs_dynroute.cli.Commands
+def add_web_commands(commands: Commands) -> None:
     p = commands.leaf("web", cmd_web, help="serve the admin page, the JSON API (/api), /metrics and /health")
     p.add_argument("--listen", type=parse_listen, default=DEFAULT_WEB, help=f"host:port (default {DEFAULT_WEB})")
     p.add_argument("--threads", type=int, default=8, help="requests served at once (default 8)")

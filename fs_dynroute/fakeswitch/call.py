@@ -22,7 +22,7 @@ from fs_dynroute.models import database
 from fs_dynroute.store import SQLStore
 
 if TYPE_CHECKING:
-    from fs_dynroute.cli import Commands
+    from fs_dynroute.commands import Commands
     from fs_dynroute.fakeswitch.switch import CallOutcome
 
 CONTEXT = "public"  # named in the generated file's comment only: the extension is the same in any context
