@@ -17,7 +17,7 @@ from fs_dynroute.fakeswitch.switch import place_call
 from fs_dynroute.monitor import monitor_app
 from fs_dynroute.web.server import WebServer
 from tests.backends import BACKENDS, DatabaseOutage
-from tests.serving import dialplan_for, running_server
+from tests.serving import dialplan_for, running_server, wait_until
 
 
 def get(url: str) -> tuple[int, str]:
@@ -61,13 +61,11 @@ def test_health_is_503_with_the_reason_while_the_database_is_down(db: pw.Databas
     try:
         with monitored(switch.url) as (_, base):
             switch.down()
-            gevent.sleep(1.5)  # past stale_after
+            wait_until(lambda: get(base + "/health")[0] == 503, timeout=10)  # once stale_after (1 s) has passed
             status, body = get(base + "/health")
             assert status == 503 and "has not answered for" in json.loads(body)["reason"]
             assert "dynroute_database_outage 1.0" in get(base + "/metrics")[1]
             switch.up()
-            with gevent.Timeout(10):
-                while get(base + "/health")[0] != 200:
-                    gevent.sleep(0.2)
+            wait_until(lambda: get(base + "/health")[0] == 200, timeout=10)
     finally:
         switch.close()
