@@ -43,6 +43,13 @@ def list_sources() -> list[dict[str, object]]:
     return [source_dict(name, numbers, users.get(name, [])) for name, numbers in source_map().items()]
 
 
+def describe_source(name: str) -> dict[str, object]:
+    """One named source as :func:`list_sources` shows it (UserError if there is none)."""
+    source = get_source(name)
+    rules = Rule.select(Rule.name).where(Rule.source == source.name).order_by(Rule.name).tuples()
+    return source_dict(source.name, source_map()[source.name], [rule_name for (rule_name,) in rules])
+
+
 def add_source(name: str, numbers: Sequence[str]) -> Source:
     """A new named source with ``numbers``; see ``set_numbers`` for what the numbers must be."""
     raise_first(source_name_problems(name))

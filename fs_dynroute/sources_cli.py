@@ -29,11 +29,21 @@ def cmd_source_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_line(r: dict[str, object]) -> str:
+    return f"{r['name']}\t{' '.join(r['numbers'])}\trules: {', '.join(r['rules']) or '-'}"
+
+
+def cmd_source_show(args: argparse.Namespace) -> int:
+    with opened(args, write=False):
+        row = sources.describe_source(args.name)
+    emit(args, row, [_source_line(row)])
+    return 0
+
+
 def cmd_source_list(args: argparse.Namespace) -> int:
     with opened(args, write=False):
         rows = sources.list_sources()
-    emit(args, rows, [f"{r['name']}\t{' '.join(r['numbers'])}\trules: {', '.join(r['rules']) or '-'}"
-                      for r in rows] or ["no sources"])
+    emit(args, rows, [_source_line(r) for r in rows] or ["no sources"])
     return 0
 
 
@@ -44,6 +54,8 @@ def add_source_commands(commands: Commands) -> None:
         p = source.leaf(name, func, help=help)
         p.add_argument("name", help="e.g. 'Main Number' (spaces allowed)")
         p.add_argument("numbers", nargs="+", metavar="NUMBER", help="a number calls arrive on (destination_number)")
+    source.leaf("show", cmd_source_show, json=True, help="show one named source, its numbers and rules"
+                ).add_argument("name")
     source.leaf("list", cmd_source_list, json=True, help="list the named sources, their numbers and rules")
     source.leaf("delete", cmd_source_delete, help="delete a named source (refused while a rule uses it)"
                 ).add_argument("name")

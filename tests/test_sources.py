@@ -29,6 +29,8 @@ def test_a_named_source_routes_calls_on_each_of_its_numbers(db: pw.Database, db_
     assert cli.json("rule", "show", "Customer Routing")["source"] == "Main Number"
     assert cli.json("source", "list") == [{"name": "Main Number", "numbers": sorted(NUMBERS),
                                            "rules": ["Customer Routing"]}]
+    assert cli.json("source", "show", "Main Number") == cli.json("source", "list")[0]
+    assert cli("source", "show", "Main Number").stdout == "Main Number\t18005550100 5550100\trules: Customer Routing\n"
     for number in NUMBERS:  # lookup gives the answer a call gets
         answer = cli.json("lookup", ACME, "--source", number)
         assert (answer["rule"], answer["result"], answer["destination"]) == ("Customer Routing", "match",
@@ -131,6 +133,7 @@ def test_bad_sources_are_refused_with_the_field_named(db: pw.Database, db_url: s
     cli("rule", "edit", "Customer Routing", "--source", "Main Number")
     assert "used by rule 'Customer Routing'" in cli.refused("source", "delete", "Main Number")
     assert "source 'Nowhere' does not exist" in cli.refused("source", "delete", "Nowhere")
+    assert "source 'Nowhere' does not exist" in cli.refused("source", "show", "Nowhere")
     cli("rule", "edit", "Customer Routing", "--source", "5550100")
     cli("source", "delete", "Main Number")
     assert cli("source", "list").stdout.strip() == "Sales\t5550122\trules: -"
@@ -159,6 +162,9 @@ def test_the_api_manages_sources_with_the_same_checks(db: pw.Database, db_url: s
     assert call("PUT", "/api/sources/Main Number", {"numbers": ["18005550100"]})[0] == 200
     assert call("GET", "/api/sources") == (200, [{"name": "Main Number", "numbers": ["18005550100"],
                                                   "rules": ["Customer Routing"]}])
+    assert call("GET", "/api/sources/Main Number") == (200, {"name": "Main Number", "numbers": ["18005550100"],
+                                                             "rules": ["Customer Routing"]})
+    assert call("GET", "/api/sources/Nowhere") == (404, {"error": "source 'Nowhere' does not exist", "field": None})
     status, answer = call("GET", f"/api/lookup?caller={ACME}&source=18005550100")
     assert (status, answer["result"]) == (200, "match")
     assert call("GET", f"/api/lookup?caller={ACME}&source=5550100")[0] == 404

@@ -18,7 +18,7 @@ import peewee as pw
 import pytest
 from flask.testing import FlaskClient
 
-from fs_dynroute import demo, tokens
+from fs_dynroute import demo, sources, tokens
 from fs_dynroute.admin import ValidRoute, get_rule, upsert_routes
 from fs_dynroute.database import open_database
 from fs_dynroute.fakeswitch.switch import Dialplan, place_call
@@ -27,6 +27,7 @@ from fs_dynroute.web import create_app
 from tests.serving import CLI, ServeProcess
 
 RULE = demo.RULE
+SOURCE = "Toll Free"  # a named source the client's database holds beside the demo rule
 ROUTES = f"/api/rules/{RULE}/routes"
 
 
@@ -54,6 +55,7 @@ class Api:
 def client(db: pw.Database) -> FlaskClient:
     with db.atomic():
         demo.load()
+        sources.add_source(SOURCE, ["18005550100"])
     return create_app(db).test_client()
 
 
@@ -72,7 +74,8 @@ def api_rules(client: FlaskClient) -> Iterator[tuple[str, str]]:
     for rule in client.application.url_map.iter_rules():
         if not rule.rule.startswith("/api/") or rule.endpoint.startswith("openapi"):
             continue
-        path = re.sub(r"<(string:)?name>", RULE, rule.rule).replace("<caller_id>", "5551111111")
+        name = SOURCE if rule.rule.startswith("/api/sources/") else RULE
+        path = re.sub(r"<(string:)?name>", name, rule.rule).replace("<caller_id>", "5551111111")
         path += "?source=5550100&caller=5551111111" if path == "/api/lookup" else ""
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield method, path
@@ -326,8 +329,10 @@ def test_the_openapi_document_describes_every_endpoint(client: FlaskClient) -> N
     doc = client.get("/api/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     described = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    served = {(m, p.split("?")[0].replace(RULE, "{name}").replace("5551111111", "{caller_id}"))
-              for m, p in api_rules(client)}
+    def template(path: str) -> str:  # the sample values back to the path's parameters
+        return re.sub(f"{RULE}|{SOURCE}", "{name}", path.split("?")[0]).replace("5551111111", "{caller_id}")
+
+    served = {(m, template(p)) for m, p in api_rules(client)}
     assert served == described
     assert doc["components"]["securitySchemes"]
 

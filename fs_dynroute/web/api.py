@@ -386,8 +386,12 @@ def list_sources() -> list[dict[str, object]]:
     return sources.list_sources()
 
 
-def _source(name: str) -> dict[str, object]:
-    return next(s for s in sources.list_sources() if s["name"] == name)
+@api.get("/sources/<name>")
+@api.auth_required(auth)
+@api.output(SourceIO)
+@api.doc(tags=["Sources"], summary="One named source with its numbers and the rules that use it", responses=[404])
+def get_source(name: str) -> dict[str, object]:
+    return sources.describe_source(name)
 
 
 @api.post("/sources")
@@ -398,7 +402,7 @@ def _source(name: str) -> dict[str, object]:
 def add_source(json_data: dict[str, Any]) -> dict[str, object]:
     with database.atomic():
         sources.add_source(json_data["name"], json_data["numbers"])
-        return _source(json_data["name"])
+        return sources.describe_source(json_data["name"])
 
 
 @api.put("/sources/<name>")
@@ -409,7 +413,7 @@ def add_source(json_data: dict[str, Any]) -> dict[str, object]:
 def set_source_numbers(name: str, json_data: dict[str, Any]) -> dict[str, object]:
     with database.atomic():
         sources.set_numbers(name, json_data["numbers"])
-        return _source(name)
+        return sources.describe_source(name)
 
 
 @api.delete("/sources/<name>")
