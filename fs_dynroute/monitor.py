@@ -27,11 +27,16 @@ def health(store: Any) -> tuple[bool, str]:
     return False, f"index stale: {why}; calls go to their No Match Destination"
 
 
-def monitor_app(server: Any, store: Any) -> Flask:
-    """/metrics and /health over a running DynrouteServer and its IndexedStore."""
+def watch(server: Any, store: Any) -> None:
+    """Have /metrics (this app's or the admin page's: one registry) read the serving process's own numbers."""
     metrics.watch_server(live=lambda: server.live, outage=lambda: store.outage.since is not None,
                          routes=lambda: sum(len(table) for table in list(store.routes.values())),
                          last_refresh=lambda: store.fresh_until - store.stale_after)
+
+
+def monitor_app(server: Any, store: Any) -> Flask:
+    """/metrics and /health over a running DynrouteServer and its IndexedStore."""
+    watch(server, store)
     app = Flask(__name__)
 
     @app.get("/health")

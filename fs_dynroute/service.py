@@ -101,11 +101,12 @@ def pages(config: ServeConfig, server: DynrouteServer, store: IndexedStore) -> l
     if not (config.web or config.metrics):
         return found
     from fs_dynroute.dialplan_install import Target
-    from fs_dynroute.monitor import monitor_app
+    from fs_dynroute.monitor import monitor_app, watch
     from fs_dynroute.web import create_app
     from fs_dynroute.web.server import WebServer
 
     if config.web:
+        watch(server, store)  # the page's /metrics shows this process's numbers, with or without --metrics
         host, port = config.listen
         target = Target(servers=(f"[{host}]:{port}" if ":" in host else f"{host}:{port}",))
         app = create_app(store.sql.db, default_context=config.default_context, dialplan=target)

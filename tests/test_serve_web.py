@@ -82,6 +82,13 @@ def test_the_page_the_api_and_metrics_answer_inside_serve_while_calls_route(demo
     assert [c.target for c in outcomes] == ["1001 XML default"] * 40
 
 
+def test_the_pages_metrics_show_the_serving_process_without_metrics_of_its_own(demo_db: str) -> None:
+    with running_server(demo_db, web=ANY_PORT) as service:
+        status, text = request(base(service, "web") + "/metrics")
+    assert status == 200
+    assert "dynroute_index_routes 2.0" in text and "dynroute_database_outage 0.0" in text
+
+
 def test_real_calls_move_the_counters_on_serve_metrics(db: pw.Database, demo_db: str) -> None:
     token = tokens.add("crm")
     with serving_pages(demo_db, max_sessions=1, decision_timeout=1.0) as service:
