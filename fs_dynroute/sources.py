@@ -97,6 +97,13 @@ def set_numbers(name: str, numbers: Sequence[str]) -> Source:
     return source
 
 
+def save_source(name: str, numbers: Sequence[str]) -> Source:
+    """The page's "Add or change": replace the numbers of the source of exactly this name, else add it."""
+    if Source.select().where(Source.name == name).exists():
+        return set_numbers(name, numbers)
+    return add_source(name, numbers)
+
+
 def delete_source(name: str) -> None:
     """Delete a named source and its numbers; refused while a rule uses it."""
     source = get_source(name)

@@ -304,3 +304,50 @@ def test_a_route_added_in_the_page_routes_the_next_call_and_shows_in_recent_deci
         shot(page, "07-decisions")
     finally:
         node.kill()
+
+
+def test_named_sources_are_added_used_and_protected_in_the_page(site: tuple, browser: object) -> None:
+    web, db_url, token, _ = site
+    cli = CLI(db_url)
+    page = sign_in(browser, web, token)
+    page.on("dialog", lambda d: d.accept())
+    page.click("nav >> text=Sources")
+    page.fill("#sname", "Main Number")
+    page.fill("#numbers", "5550100, 18005550100")
+    page.click("#source-form button[type=submit]")
+    assert page.inner_text('#sources tr[data-source="Main Number"] td:nth-child(2)') == "18005550100 5550100"
+    # A number another source has, or one FreeSWITCH could never send, is refused next to the field.
+    page.fill("#sname", "Toll Free")
+    page.fill("#numbers", "18005550100")
+    page.click("#source-form button[type=submit]")
+    assert "number: '18005550100' is a number of source 'Main Number'" in page.inner_text("#source-form .field-error")
+    page.fill("#numbers", "1800 555 0101;")
+    page.click("#source-form button[type=submit]")
+    assert "must be 1-100 of letters, digits" in page.inner_text("#source-form .field-error")
+    assert [s["name"] for s in cli.json("source", "list")] == ["Main Number"]
+
+    # The rule form takes the name; the dry run then finds the rule on the toll-free number too.
+    page.click("nav >> text=Rules")
+    page.click("text=Customer Routing")
+    page.click("text=Edit rule")
+    assert "Main Number" in page.inner_text("#rule-form")
+    page.fill("#source", "Main Number")
+    page.click("#rule-form button[type=submit]")
+    assert cli.json("rule", "show", "Customer Routing")["source"] == "Main Number"
+    page.click("text=Where would this call go?")
+    page.fill("#source", "18005550100")
+    page.fill("#caller", "+1 (555) 111-1111")
+    page.click("#lookup-form button[type=submit]")
+    assert "match → 1001 XML default" in page.inner_text("#lookup-answer")
+
+    # Saving the name again replaces its numbers; a source a rule uses cannot be deleted.
+    page.click("nav >> text=Sources")
+    page.fill("#sname", "Main Number")
+    page.fill("#numbers", "5550100 18005550111")
+    page.click("#source-form button[type=submit]")
+    assert cli.json("source", "show", "Main Number")["numbers"] == ["18005550111", "5550100"]
+    assert "Customer Routing" in page.inner_text('#sources tr[data-source="Main Number"] td:nth-child(3)')
+    shot(page, "10-sources")
+    page.click('#sources tr[data-source="Main Number"] button:has-text("Delete")')
+    assert "source 'Main Number' is used by rule 'Customer Routing'" in page.inner_text(".alert.error")
+    assert [s["name"] for s in cli.json("source", "list")] == ["Main Number"]

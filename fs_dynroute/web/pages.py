@@ -15,7 +15,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import Response, abort, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 
-from fs_dynroute import admin, csvio, stats, tokens
+from fs_dynroute import admin, csvio, sources, stats, tokens
 from fs_dynroute.admin import rule_dict
 from fs_dynroute.dryrun import dry_run
 from fs_dynroute.models import Route, Rule, database, destination_map, source_map
@@ -311,3 +311,34 @@ def destination_delete(name: str) -> Any:
     except admin.UserError as exc:
         return destinations({}, {"form": str(exc)}, 409)
     return redirect(url_for("pages.destinations"))
+
+
+# -- named sources ------------------------------------------------------------------------------------------
+
+@pages.get("/sources")
+def source_list(form: dict[str, str] | None = None, errors: dict[str, str] | None = None,
+                status: int = 200) -> tuple[str, int]:
+    return render_template("sources.html", sources=sources.list_sources(), form=form or {},
+                           errors=errors or {}), status
+
+
+@pages.post("/sources")
+@writes
+def source_save() -> Any:
+    form = {"name": request.form.get("name", "").strip(), "numbers": request.form.get("numbers", "").strip()}
+    try:
+        sources.save_source(form["name"], form["numbers"].replace(",", " ").split())
+    except admin.UserError as exc:
+        field = {"name": "name", "number": "numbers"}.get(field_of(exc) or "", "form")
+        return source_list(form, {field: str(exc)}, 400)
+    return redirect(url_for("pages.source_list"))
+
+
+@pages.post("/sources/<name>/delete")
+@writes
+def source_delete(name: str) -> Any:
+    try:
+        sources.delete_source(name)
+    except admin.UserError as exc:
+        return source_list({}, {"form": str(exc)}, 409)
+    return redirect(url_for("pages.source_list"))
