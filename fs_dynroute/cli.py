@@ -377,6 +377,7 @@ def database_error(exc: pw.DatabaseError) -> str:
     if "locked" in lowered or "busy" in lowered:
         return f"{text} (another process held the write lock longer than the busy timeout; nothing was written, " \
                "try again)"
-    if any(s in lowered for s in ("no such table", "doesn't exist", "does not exist")):
+    if "no such table" in lowered or any(word in lowered and gone in lowered for word, gone in (
+            ("table", "doesn't exist"), ("relation", "does not exist"))):  # not a role's or a database's
         return f"{text} (did you run 'fs-dynroute initdb'?)"
     return text

@@ -94,7 +94,12 @@ def open_database(url: str | None = None, *, pooled: bool = False, max_connectio
         path = urlparse(url).path[1:] if url.startswith("sqlite:///") else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return db_url.connect(f"{scheme}://{rest}", **params)
+    # User and password are percent-decoded, as in any URL ("p%40ss" is "p@ss"); PyMySQL takes "password"
+    # (playhouse names it "passwd" for plain mysql://, which PyMySQL deprecates).
+    db = db_url.connect(f"{scheme}://{rest}", unquote_password=True, unquote_user=True, **params)
+    if "passwd" in db.connect_params:
+        db.connect_params["password"] = db.connect_params.pop("passwd")
+    return db
 
 
 def write_transaction(db: pw.Database) -> pw._atomic:
