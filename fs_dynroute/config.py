@@ -95,6 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "DYNROUTE_WEB", None, parse_listen, "HOST:PORT",
             "also serve the admin page and the JSON API here, as 'fs-dynroute web' does (they ask for a token; "
             "default: off)"),
+    Setting("web_secret_file", "DYNROUTE_WEB_SECRET_FILE", None, str, "FILE",
+            "file holding the key that signs the page's session cookies (at least 32 characters); give every node "
+            "behind one address the same file (default: a new key per start, which signs everyone out)"),
     Setting("metrics", "DYNROUTE_METRICS", None, parse_listen, "HOST:PORT",
             "also serve /metrics and /health for this process here (no authentication: keep it on loopback or "
             "behind a firewall; default: off)"),
@@ -156,6 +159,7 @@ class ServeConfig:
     poll_interval: float = BY_NAME["poll_interval"].default
     stale_after: float = BY_NAME["stale_after"].default
     web: tuple[str, int] | None = BY_NAME["web"].default
+    web_secret_file: str | None = BY_NAME["web_secret_file"].default
     metrics: tuple[str, int] | None = BY_NAME["metrics"].default
     track: tuple[str, int] | None = BY_NAME["track"].default
     track_password_file: str | None = BY_NAME["track_password_file"].default
@@ -189,9 +193,9 @@ class ServeConfig:
             if address is not None and address[1] and taken.setdefault(address, name) != name:
                 raise ConfigError(f"{BY_NAME[name].label()} {address[0]}:{address[1]} is where "
                                   f"{BY_NAME[taken[address]].label()} listens: give each its own port")
-        if self.track_password_file is not None and self.track is None:
-            raise ConfigError(f"{BY_NAME['track_password_file'].label()} is for {BY_NAME['track'].label()}, "
-                              "which is not given")
+        for name, needs in (("track_password_file", "track"), ("web_secret_file", "web")):
+            if getattr(self, name) is not None and getattr(self, needs) is None:
+                raise ConfigError(f"{BY_NAME[name].label()} is for {BY_NAME[needs].label()}, which is not given")
 
     @property
     def allowed(self) -> tuple[Network, ...]:

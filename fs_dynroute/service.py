@@ -102,14 +102,21 @@ def pages(config: ServeConfig, server: DynrouteServer, store: IndexedStore) -> l
         return found
     from fs_dynroute.dialplan_install import Target
     from fs_dynroute.monitor import monitor_app, watch
-    from fs_dynroute.web import create_app
+    from fs_dynroute.web import create_app, read_secret_key
     from fs_dynroute.web.server import WebServer
 
     if config.web:
         watch(server, store)  # the page's /metrics shows this process's numbers, with or without --metrics
         host, port = config.listen
         target = Target(servers=(f"[{host}]:{port}" if ":" in host else f"{host}:{port}",))
-        app = create_app(store.sql.db, default_context=config.default_context, dialplan=target)
+        option = BY_NAME["web_secret_file"]
+        try:
+            secret = read_secret_key(config.web_secret_file)
+        except ValueError as exc:
+            raise ConfigError(f"{option.label()}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{option.label()}: {exc.filename}: {exc.strerror or exc}") from None
+        app = create_app(store.sql.db, default_context=config.default_context, secret_key=secret, dialplan=target)
         found.append(("web", WebServer(app, config.web, threads=WEB_THREADS)))
     if config.metrics:
         found.append(("metrics", WebServer(monitor_app(server, store), config.metrics, threads=METRICS_THREADS,

@@ -20,13 +20,16 @@ DEFAULT_WEB = "127.0.0.1:8085"
 
 def cmd_web(args: argparse.Namespace) -> int:
     from fs_dynroute.service import check_schema
-    from fs_dynroute.web import create_app  # Flask only where the page is served
+    from fs_dynroute.web import create_app, read_secret_key  # Flask only where the page is served
     from fs_dynroute.web.server import WebServer
 
     db = open_database(args.db, pooled=True, max_connections=args.threads + 2)
     database.initialize(db)
     check_schema(db)
-    secret = Path(args.secret_file).read_text().strip() if args.secret_file else None
+    try:
+        secret = read_secret_key(args.secret_file)
+    except ValueError as exc:
+        raise UserError(f"secret-file: {exc}") from None
     try:
         servers = parse_servers(args.dialplan_server)
     except ValueError as exc:

@@ -3,14 +3,17 @@ while calls route; and the call path's counters, moved by real calls through the
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import gevent
 import gevent.pool
@@ -153,6 +156,45 @@ def test_one_port_for_two_of_listen_web_and_metrics_is_refused_naming_both() -> 
         ServeConfig.load({"web": "127.0.0.1:8085"}, {"DYNROUTE_METRICS": "127.0.0.1:8085"})
     with pytest.raises(ConfigError, match=r"^--web \(DYNROUTE_WEB\) 127\.0\.0\.1:8084 is where --listen"):
         ServeConfig(web=("127.0.0.1", 8084))
+
+
+def page_path(opener: urllib.request.OpenerDirector, url: str, form: dict[str, str] | None = None) -> tuple[str, str]:
+    """(the path the browser ends on after redirects, the page), with ``opener``'s cookies, from a worker thread."""
+    def fetch() -> tuple[str, str]:
+        with opener.open(url, urlencode(form).encode() if form else None, timeout=10) as answer:
+            return urllib.parse.urlsplit(answer.url).path, answer.read().decode()
+    return gevent.get_hub().threadpool.spawn(fetch).get()
+
+
+def test_a_web_secret_file_keeps_the_page_signed_in_across_a_restart(db: pw.Database, demo_db: str,
+                                                                       tmp_path: Path) -> None:
+    key = tmp_path / "web.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    token = tokens.add("admin")
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with running_server(demo_db, web=ANY_PORT, web_secret_file=str(key)) as first:
+        _, page = page_path(browser, base(first, "web") + "/signin")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        assert page_path(browser, base(first, "web") + "/signin", {"csrf_token": csrf, "token": token})[0] == "/"
+    with running_server(demo_db, web=ANY_PORT, web_secret_file=str(key)) as restarted:
+        path, page = page_path(browser, base(restarted, "web") + "/")
+        assert path == "/" and "Customer Routing" in page
+    with running_server(demo_db, web=ANY_PORT) as without_the_file:  # a key of its own: signed out
+        assert page_path(browser, base(without_the_file, "web") + "/")[0] == "/signin"
+
+
+def test_an_unusable_web_secret_file_is_refused_naming_the_option(demo_db: str, tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_text("secret\n")
+    for path, why in ((short, "at least 32 characters"), (tmp_path / "missing.key", "No such file")):
+        with pytest.raises(ConfigError, match=rf"^--web-secret-file \(DYNROUTE_WEB_SECRET_FILE\): .*{why}"):
+            Service(ServeConfig(db=demo_db, listen=ANY_PORT, web=ANY_PORT, web_secret_file=str(path)))
+    with pytest.raises(ConfigError, match=r"^--web-secret-file \(DYNROUTE_WEB_SECRET_FILE\) is for --web"):
+        ServeConfig(web_secret_file=str(short))
+    cli = CLI(demo_db)  # `web --secret-file`: the same rule, the CLI's one line
+    message = cli.refused("web", "--secret-file", str(short))
+    assert message.startswith("fs-dynroute: error: secret-file: ") and "at least 32 characters" in message
+    assert "missing.key: No such file" in cli.refused("web", "--secret-file", str(tmp_path / "missing.key"))
 
 
 def test_serve_takes_web_and_metrics_from_the_command_line_and_the_environment(tmp_path: Path) -> None:

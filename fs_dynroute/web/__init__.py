@@ -33,7 +33,21 @@ log = logging.getLogger(__name__)
 MACHINE_PATHS = ("/api/", "/freeswitch/", "/health", "/metrics")  # answered in JSON; everything else is the page
 _REASONS = {401: "a valid token is required: Authorization: Bearer <token from 'fs-dynroute token add'>",
             403: "this token is read-only"}
+MIN_SECRET = 32  # characters in a session key file: guessing it would let anyone forge a signed-in session
 _NO_DIALPLAN = Target()  # the default dialplan target (frozen, so one shared instance is safe)
+
+
+def read_secret_key(path: str | None) -> str | None:
+    """The key that signs session cookies, from ``path`` (None: a new one per start, which signs everyone out
+    whenever the process restarts). Every web process behind one address needs the same key."""
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        key = handle.read().strip()
+    if len(key) < MIN_SECRET:
+        raise ValueError(f"{path}: the key must be at least {MIN_SECRET} characters (e.g. the output of "
+                         f"'openssl rand -hex 32'), got {len(key)}")
+    return key
 
 
 def create_app(db: pw.Database, *, default_context: str = "default", secret_key: str | None = None,
