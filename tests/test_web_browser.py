@@ -214,6 +214,13 @@ def test_an_administrator_session_from_sign_in_to_sign_out(site: tuple, browser:
     assert "match → 1001 XML default" in page.inner_text("#lookup-answer")
     shot(page, "06-lookup")
     page.click("text=Destinations")
+    page.fill("#dname", "vip")
+    page.fill("#transfer", "6000 XML ${x}")
+    page.click("#destination-form button[type=submit]")
+    assert page.inner_text('#destination-form .field-error[data-field="transfer"]').startswith("destination")
+    page.fill("#transfer", "6000 XML default")
+    page.click("#destination-form button[type=submit]")
+    assert "vip\t6000 XML default" in page.inner_text("#destinations")
     shot(page, "08-destinations")
 
     # A form posted without its CSRF token (another site's form) is refused and changes nothing.
