@@ -154,12 +154,21 @@ class DynrouteServer:
         The kernel completes handshakes into the accept queue until the listener closes, and
         closing it resets whatever is queued: FreeSWITCH saw those calls connect, so it would not
         try the next host and would play the dialplan default instead of the right destination.
-        So: stop the accept watcher, accept what is queued and serve it, and only then close, all
-        without yielding to another greenlet. New calls are refused and go to the next host.
+        So: stop the accept watcher, accept what is queued and serve it, and only then close, without
+        yielding between the last accept and the close. New calls are refused and go to the next host.
+        A full queue (a flood) is taken ``max_accept`` at a time, yielding in between so the handlers
+        run and refused calls give their descriptors back: accepting it all at once could pass the
+        open-file limit, and what is left in the queue when accept fails would be reset.
         """
         if self.server.closed:
             return
         self.server.stop_accepting()
-        while accepted := self.server.do_read():
-            self.server.do_handle(*accepted)
+        while True:
+            batch = 0
+            while batch < self.server.max_accept and (accepted := self.server.do_read()):
+                self.server.do_handle(*accepted)
+                batch += 1
+            if batch < self.server.max_accept:  # the queue is empty: close before anything else runs
+                break
+            gevent.sleep(0)
         self.server.close()

@@ -28,6 +28,7 @@ import resource
 import socket
 import subprocess
 
+import gevent
 import pytest
 from gevent import socket as gsocket
 
@@ -216,3 +217,26 @@ def test_allow_comes_from_the_environment_and_is_logged(cli: CLI) -> None:
     finally:
         code, log = server.stop()
     assert code == 0 and "refused a call from an address outside --allow" in log and "peer 127.0.0.2:" in log
+
+
+def test_a_full_accept_queue_at_shutdown_is_served_within_the_open_file_limit(demo_db: str) -> None:
+    """SIGTERM serves the calls already in the accept queue before closing (closing would reset them). A flood
+    queued at that moment used to be accepted in one go, a descriptor each before any was refused and closed:
+    past the open-file limit accept failed and the rest of the queue was reset. It is taken max_accept at a time."""
+    with running_server(demo_db, max_sessions=1) as service:
+        queued = [socket.create_connection(service.address, timeout=5) for _ in range(300)]  # blocking: none accepted
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 150, hard))
+        try:
+            service.server.stop_listening()  # what SIGTERM does first
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        gevent.sleep(0)  # one turn of the loop: the last batch's handlers run and close the refused calls
+        reset = 0
+        for sock in queued:
+            with sock:
+                try:
+                    sock.recv(4096)  # the connect command (served) or the end of the stream (refused)
+                except ConnectionResetError:
+                    reset += 1
+        assert reset == 0

@@ -51,7 +51,10 @@ def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
 
 @pytest.fixture
 def freeswitch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FreeswitchModule]:
-    """The fake ``freeswitch`` module, and the settings FreeSWITCH's environment would hold."""
+    """The fake ``freeswitch`` module, and the settings FreeSWITCH's environment would hold.
+
+    A test that also takes ``db`` names it first: fixtures end in reverse order, so the in-process state (whose
+    poller reconnects every 0.1 s) is shut down before the test database is dropped, not during the drop."""
     config = tmp_path / "fs-dynroute.conf"
     config.write_text("# nothing here: the environment says it all\n")
     monkeypatch.setenv("DYNROUTE_CONFIG", str(config))
@@ -63,7 +66,7 @@ def freeswitch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Free
 
 
 @pytest.fixture
-def switch(freeswitch: FreeswitchModule, db: pw.Database, db_url: str,
+def switch(db: pw.Database, db_url: str, freeswitch: FreeswitchModule,
            monkeypatch: pytest.MonkeyPatch) -> FreeswitchModule:
     """A FreeSWITCH whose mod_python3 routes with fs_dynroute over the demo data, routes loaded."""
     demo.load()
@@ -100,7 +103,7 @@ def test_call_ends_at(switch: FreeswitchModule, caller: str | None, target: str)
     assert not [line for line in switch.lines if line[0] == "ERR"]
 
 
-def test_both_front_doors_give_the_same_answers(freeswitch: FreeswitchModule, db: pw.Database, db_url: str,
+def test_both_front_doors_give_the_same_answers(db: pw.Database, db_url: str, freeswitch: FreeswitchModule,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     demo.load()
     admin.add_route("Customer Routing", "+15553333333", "1003", expires="1h")
@@ -164,8 +167,9 @@ def test_delete_after_use_first_call_gets_the_record_second_gets_no_match(switch
     assert [a.result for a in Audit.select()] == ["consumed"]
 
 
-def test_the_first_call_waits_for_the_routes_within_its_deadline(freeswitch: FreeswitchModule, db: pw.Database,
-                                                                 db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_call_waits_for_the_routes_within_its_deadline(db: pw.Database, db_url: str,
+                                                                 freeswitch: FreeswitchModule,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     demo.load()
     monkeypatch.setenv("DYNROUTE_DB", db_url)
     outcome = call("+15551111111")  # builds the router: the routes start loading now
@@ -320,8 +324,9 @@ def test_a_thread_per_call_as_freeswitch_has_loses_no_database_connection(switch
 # -- the database going away (servers only: an SQLite file has no server to go down) ----------------------
 
 @pytest.mark.parametrize("db_url", [b for b in BACKENDS if b != "sqlite"], indirect=True)
-def test_database_down_the_default_stands_within_the_deadline(freeswitch: FreeswitchModule, db: pw.Database,
-                                                              db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_down_the_default_stands_within_the_deadline(db: pw.Database, db_url: str,
+                                                              freeswitch: FreeswitchModule,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     demo.load()
     admin.edit_rule("Customer Routing", admin.RuleSpec(delete_after_use=True))  # every match needs the database
     outage = DatabaseOutage(db_url)
