@@ -107,7 +107,10 @@ class DynrouteServer:
         self.max_sessions = config.max_sessions
         self.decision_timeout = config.decision_timeout
         self.allowed = config.allowed
-        self.sessions = Pool()  # unbounded: capacity is enforced by refusing, never by queueing
+        # Capacity is enforced by refusing (self.live), never by queueing. The pool's bound is for descriptors:
+        # the calls in flight plus one batch accepted before its handlers run, as serve budgets for (a loaded
+        # loop may poll again before a batch's handlers ran, and would otherwise accept another batch).
+        self.sessions = Pool(config.max_sessions + StreamServer.max_accept)
         self.live = 0  # sessions running now
         self.over_capacity = Tally(f"over capacity ({config.max_sessions} sessions, sent to the dialplan default)")
         self.not_allowed = Tally("from an address outside --allow (closed before anything was sent)")

@@ -240,3 +240,26 @@ def test_a_full_accept_queue_at_shutdown_is_served_within_the_open_file_limit(de
                 except ConnectionResetError:
                     reset += 1
         assert reset == 0
+
+
+def test_a_flood_never_holds_more_descriptors_than_serve_budgets_for(demo_db: str,
+                                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    """serve fits --max-sessions to the open-file limit, counting the calls in flight plus one batch of
+    max_accept connections accepted before their handlers run. On a loaded machine the event loop stops running
+    callbacks after its switch interval and polls again, so a second batch used to be accepted before the first
+    was refused and closed: past the limit, accept failed and the queue waited in silence for a retry."""
+    with running_server(demo_db, max_sessions=1) as service:
+        flood = [socket.create_connection(service.address, timeout=5) for _ in range(300)]  # blocking: queued
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        budget = service.server.max_sessions + service.server.server.max_accept + 20
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + budget, hard))
+        interval = gevent.getswitchinterval()
+        gevent.setswitchinterval(1e-6)  # as under load: callbacks yield to polling after every 50
+        try:
+            wait_until(lambda: service.server.over_capacity.total >= len(flood) - 1, timeout=10)
+        finally:
+            gevent.setswitchinterval(interval)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            for sock in flood:
+                sock.close()
+    assert "Too many open files" not in capfd.readouterr().err
