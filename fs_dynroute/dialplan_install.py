@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fs_dynroute import eslinbound
+from fs_dynroute import esl_api
 from fs_dynroute.admin import UserError
 from fs_dynroute.decision import RuleView
 from fs_dynroute.dialplan import render
@@ -96,7 +96,7 @@ def reload(esl: str, password_file: str | None) -> str:
     if not host or not port.isdigit():
         raise UserError(f"--esl: expected host:port, got {esl!r}")
     password = Path(password_file).read_text().strip() if password_file else FREESWITCH_DEFAULT_PASSWORD
-    return eslinbound.api(host.strip("[]"), int(port), password, "reloadxml")
+    return esl_api.api(host.strip("[]"), int(port), password, "reloadxml")
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -104,8 +104,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         "if unchanged) instead of printing it")
     parser.add_argument("--reload", action="store_true", help="after --install, run reloadxml over FreeSWITCH's "
                         "event socket")
-    parser.add_argument("--esl", default=eslinbound.DEFAULT_ESL, help="FreeSWITCH's inbound event socket for "
-                        f"--reload (default {eslinbound.DEFAULT_ESL})")
+    parser.add_argument("--esl", default=esl_api.DEFAULT_ESL, help="FreeSWITCH's inbound event socket for "
+                        f"--reload (default {esl_api.DEFAULT_ESL})")
     parser.add_argument("--password-file", help="file holding the event socket password (default: FreeSWITCH's "
                         f"shipped {FREESWITCH_DEFAULT_PASSWORD!r})")
 

@@ -2,7 +2,7 @@
 
 What ``dialplan --reload`` needs for ``reloadxml``. Blocking sockets with one timeout for the whole
 exchange (a command-line tool); the framing is the sans-IO reader of ``fs_dynroute.esl``. The exchange,
-as captured from FreeSWITCH 1.10 (recordings/inbound/): on connect it sends ``auth/request``; ``auth
+as captured from FreeSWITCH 1.10 (``fakeswitch/recordings/inbound/``): on connect it sends ``auth/request``; ``auth
 PASSWORD`` gets ``+OK accepted`` or ``-ERR invalid`` and a disconnect notice; ``api CMD`` gets an
 ``api/response`` whose body is the command's output; events, if any were subscribed, are skipped.
 """
